@@ -1,0 +1,64 @@
+"""The `fm-multi` command: one argparse program, one subcommand per concern.
+
+Each subcommand lives beside the code it drives and registers itself through `add_cli(sub)`;
+heavy imports happen inside the handlers so `fm-multi --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def info(args) -> int:
+    from fm_multi.checkpoint import load_checkpoint
+
+    model, tokenizer, labels, folder = load_checkpoint(args.checkpoint)
+    counts = model.parameter_counts()
+    report = {"checkpoint": str(folder), "config": model.config.to_dict(), "parameters": counts,
+              "vocab_size": tokenizer.get_vocab_size(), "labels": labels}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"checkpoint: {folder}")
+    print("config:")
+    for k, v in report["config"].items():
+        print(f"  {k:<20} {v}")
+    print("parameters:")
+    for k, v in counts.items():
+        print(f"  {k:<20} {v:>12,}")
+    for task, names in labels.items():
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        print(f"{task} labels ({len(names)}): {shown}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fm_multi.data.build import add_cli as add_data
+
+    parser = argparse.ArgumentParser(prog="fm-multi", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("info", help="print a checkpoint's config, parameter counts and labels")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder or Hub repo id (default: assets/checkpoint)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=info)
+    add_data(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    from fm_multi.checkpoint import CheckpointError
+    from fm_multi.pipeline import DEFAULT_CHECKPOINT
+
+    args = build_parser().parse_args(argv)
+    if getattr(args, "checkpoint", "unset") is None:
+        args.checkpoint = str(DEFAULT_CHECKPOINT)
+    try:
+        return args.func(args) or 0
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"fm-multi {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Autoregressive generation with the pre-allocated KV cache.
+
+`generate` is a generator: it yields each new token id as soon as it is sampled, so streaming
+is free for callers. The prompt is run once (prefill); every later step feeds one token.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.7      # 0 -> greedy
+    top_k: int = 50               # 0 -> off
+    top_p: float = 0.95           # 1 -> off
+    repetition_penalty: float = 1.1  # >1 discourages tokens already in the reply
+    seed: int | None = None
+
+    def validate(self) -> "SamplingParams":
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if self.repetition_penalty < 1:
+            raise ValueError("repetition_penalty must be >= 1")
+        return self
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generated: list[int],
+                generator: torch.Generator | None) -> int:
+    """logits (vocab,) -> one token id, after repetition penalty, temperature, top-k and top-p."""
+    logits = logits.float().clone()
+    if params.repetition_penalty > 1 and generated:
+        seen = torch.tensor(sorted(set(generated)), device=logits.device)
+        vals = logits[seen]
+        logits[seen] = torch.where(vals > 0, vals / params.repetition_penalty, vals * params.repetition_penalty)
+    if params.temperature == 0:
+        return int(logits.argmax())
+    logits = logits / params.temperature
+    if params.top_k:
+        kth = logits.topk(min(params.top_k, logits.numel())).values[-1]
+        logits[logits < kth] = -float("inf")
+    probs = logits.softmax(-1)
+    if params.top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
+        sorted_p[drop] = 0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.inference_mode()
+def generate(model, prompt: list[int], params: SamplingParams, stop_ids: set[int]) -> Iterator[tuple[int, float]]:
+    """Yield (token id, probability under the model) for each new token until a stop id or the limit.
+
+    The stop token itself is not yielded. `prompt` must leave room for max_new_tokens.
+    """
+    params.validate()
+    device = next(model.parameters()).device
+    generator = None
+    if params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+    max_len = min(model.config.max_seq_len, len(prompt) + params.max_new_tokens)
+    cache = model.new_kv_cache(1, max_len)
+    logits = model.forward_text(torch.tensor([prompt], device=device), kv_cache=cache)[0, -1]
+    generated: list[int] = []
+    while len(generated) < params.max_new_tokens and cache.pos < max_len:
+        tok = sample_next(logits, params, generated, generator)
+        if tok in stop_ids:
+            return
+        yield tok, float(logits.float().softmax(-1)[tok])
+        generated.append(tok)
+        if cache.pos >= max_len:
+            return
+        logits = model.forward_text(torch.tensor([[tok]], device=device), kv_cache=cache)[0, -1]

@@ -1,0 +1,36 @@
+"""The shared Transformer backbone: one stack of pre-norm blocks used by every task.
+
+Text runs it causally (with an optional KV cache); images and audio run it
+bidirectionally with a key padding mask.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from fm_multi.model.kv_cache import KVCache
+from fm_multi.model.layers import Block, LayerNorm
+
+
+class Backbone(nn.Module):
+    def __init__(self, d_model: int, n_layer: int, n_head: int, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.n_head = n_head
+        self.blocks = nn.ModuleList(Block(d_model, n_head, mlp_ratio, dropout) for _ in range(n_layer))
+        self.ln_f = LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, causal: bool = False,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        """x: (B, N, D) tokens; padding_mask: (B, N) bool, True where a token is real.
+
+        Returns (B, N, D). Causal attention ignores padding_mask: right-padded text is never
+        attended by an earlier real token, and its outputs are masked out of the loss.
+        """
+        attn_mask = None
+        if padding_mask is not None and not causal:
+            attn_mask = padding_mask[:, None, None, :]  # (B, 1, 1, N): every query sees real keys
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, causal, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.advance(x.size(1))
+        return self.ln_f(x)

@@ -1,0 +1,238 @@
+"""The one Python API: a checkpoint loaded once, one call per task.
+
+    from fm_multi import Pipeline
+    p = Pipeline.from_pretrained("assets/checkpoint")
+    p.classify("dog.png")          # [("dog face", 0.93), ...]
+
+The app, the CLI, the tests and the benchmarks all go through this class. Bad input raises
+InputError (a ValueError) whose message says what was wrong and is safe to show to a user.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fm_multi import checkpoint
+from fm_multi.engine import SamplingParams, generate
+from fm_multi.preprocess import (FRAMES_PER_SECOND, SAMPLE_RATE, image_to_tensor, load_audio, log_mel,
+                                 open_image, to_mono_16k)
+from fm_multi.tasks import chat as chat_task
+from fm_multi.tasks import classify as classify_task
+from fm_multi.tasks import detect as detect_task
+from fm_multi.tasks import summarize as summarize_task
+from fm_multi.tasks import transcribe as transcribe_task
+from fm_multi.tasks.language import TextCodec
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "checkpoint"
+
+
+class InputError(ValueError):
+    """Input the model cannot take; the message is meant for the end user."""
+
+
+@dataclass
+class Limits:
+    """Bounds on what one call accepts; each is a constructor argument of Pipeline."""
+    max_text_chars: int = 20_000
+    max_new_tokens: int = 512
+    max_image_pixels: int = 40_000_000      # 6000 x 6000 is fine, a decompression bomb is not
+    max_audio_seconds: float = 60.0         # longer audio is cut to this, with a warning
+    min_audio_seconds: float = 0.1
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Pipeline:
+    def __init__(self, model, tokenizer, labels: dict, device=None, limits: Limits | None = None,
+                 source: str = ""):
+        self.device = torch.device(device) if device else pick_device()
+        self.model = model.to(self.device).eval()
+        self.codec = TextCodec(tokenizer)
+        self.labels = labels
+        self.limits = limits or Limits()
+        self.source = source
+        self.last_latency_s: float | None = None
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo=DEFAULT_CHECKPOINT, device=None, limits: Limits | None = None):
+        """Load a local checkpoint folder or a Hub repo id (raises checkpoint.CheckpointError)."""
+        device = torch.device(device) if device else pick_device()
+        model, tokenizer, labels, folder = checkpoint.load_checkpoint(path_or_repo, device)
+        return cls(model, tokenizer, labels, device, limits, source=str(folder))
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def model_card(self) -> str:
+        card = Path(self.source) / "README.md"
+        return card.read_text(encoding="utf-8") if card.exists() else "(this checkpoint has no model card)"
+
+    # --- text -----------------------------------------------------------------------------
+    def _check_text(self, text, what: str) -> str:
+        if not isinstance(text, str):
+            raise InputError(f"{what} must be text")
+        text = "".join(c for c in text if c.isprintable() or c in "\n\t")
+        if not text.strip():
+            raise InputError(f"{what} is empty")
+        if len(text) > self.limits.max_text_chars:
+            raise InputError(f"{what} has {len(text):,} characters; the limit is {self.limits.max_text_chars:,}")
+        return text
+
+    def _sampling(self, **kw) -> SamplingParams:
+        params = SamplingParams(**kw)
+        if params.max_new_tokens > self.limits.max_new_tokens:
+            raise InputError(f"max_new_tokens is {params.max_new_tokens}; the limit is {self.limits.max_new_tokens}")
+        try:
+            return params.validate()
+        except ValueError as e:
+            raise InputError(str(e)) from None
+
+    def _stream(self, prompt: list[int], params: SamplingParams) -> Iterator[tuple[str, list]]:
+        """Run generation; yield (text so far, [(token text, probability)...])."""
+        tokens, probs = [], []
+        start = time.perf_counter()
+        for tok, p in generate(self.model, prompt, params, stop_ids={self.codec.end, self.codec.ids["<|eos|>"]}):
+            tokens.append(tok)
+            probs.append((self.codec.decode([tok]), p))
+            self.last_latency_s = time.perf_counter() - start
+            yield self.codec.decode(tokens), probs
+        self.last_latency_s = time.perf_counter() - start
+
+    def chat_stream_detailed(self, messages: list[dict], system_prompt: str | None = None, **sampling):
+        """Yield (reply so far, per-token probabilities) as tokens arrive."""
+        try:
+            messages = chat_task.validate_messages(list(messages))
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        messages = [{"role": m["role"], "content": self._check_text(m["content"], f"the {m['role']} message")
+                     if m["role"] == "user" else str(m["content"])} for m in messages]
+        if system_prompt and system_prompt.strip() and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": self._check_text(system_prompt, "the system prompt")}] + messages
+        params = self._sampling(**sampling)
+        budget = self.config.max_seq_len - params.max_new_tokens
+        if budget < 8:
+            raise InputError(f"max_new_tokens leaves no room for the prompt (context {self.config.max_seq_len})")
+        yield from self._stream(chat_task.prompt_ids(self.codec, messages, budget), params)
+
+    def chat_stream(self, messages: list[dict], system_prompt: str | None = None, **sampling) -> Iterator[str]:
+        """Yield the assistant's reply so far, token by token."""
+        for text, _ in self.chat_stream_detailed(messages, system_prompt, **sampling):
+            yield text
+
+    def chat(self, messages: list[dict], system_prompt: str | None = None, **sampling) -> str:
+        text = ""
+        for text in self.chat_stream(messages, system_prompt, **sampling):
+            pass
+        return text
+
+    def summarize_detailed(self, text: str, max_new_tokens: int = 48, **sampling) -> tuple[str, list]:
+        text = self._check_text(text, "the text to summarize")
+        sampling = {"temperature": 0.0, **sampling, "max_new_tokens": max_new_tokens}
+        params = self._sampling(**sampling)
+        budget = self.config.max_seq_len - params.max_new_tokens
+        ids, _ = summarize_task.encode_summarize(self.codec, text, max_document_tokens=max(budget - 4, 8))
+        out, probs = "", []
+        for out, probs in self._stream(ids, params):
+            pass
+        return out.strip(), probs
+
+    def summarize(self, text: str, max_new_tokens: int = 48, **sampling) -> str:
+        return self.summarize_detailed(text, max_new_tokens, **sampling)[0]
+
+    # --- images ---------------------------------------------------------------------------
+    def load_image(self, image) -> Image.Image:
+        """Path, bytes, array or PIL image -> RGB-able PIL image, refusing unreadable or huge ones."""
+        if image is None:
+            raise InputError("no image was given")
+        Image.MAX_IMAGE_PIXELS = self.limits.max_image_pixels
+        try:
+            img = open_image(image)
+        except Image.DecompressionBombError:
+            raise InputError(f"the image has more than {self.limits.max_image_pixels:,} pixels") from None
+        except Exception:
+            raise InputError("the file is not an image that can be read (empty or corrupt?)") from None
+        w, h = img.size
+        if w * h > self.limits.max_image_pixels:
+            raise InputError(f"the image is {w}x{h}; the limit is {self.limits.max_image_pixels:,} pixels")
+        if w < 1 or h < 1:
+            raise InputError("the image is empty")
+        return img
+
+    @torch.inference_mode()
+    def classify(self, image, top_k: int = 5) -> list[tuple[str, float]]:
+        start = time.perf_counter()
+        img = self.load_image(image)
+        pixels = image_to_tensor(img, self.config.image_size)[None].to(self.device)
+        result = classify_task.top_k(self.model.forward_classify(pixels), self.labels["classify"], top_k)[0]
+        self.last_latency_s = time.perf_counter() - start
+        return result
+
+    @torch.inference_mode()
+    def detect(self, image, threshold: float = 0.3) -> list[dict]:
+        """-> [{"label", "score", "box": [x0, y0, x1, y1]}] in the input image's pixels, best first."""
+        if not 0 <= threshold <= 1:
+            raise InputError("the score threshold must be between 0 and 1")
+        start = time.perf_counter()
+        img = self.load_image(image)
+        pixels = image_to_tensor(img, self.config.detect_image_size)[None].to(self.device)
+        out = self.model.forward_detect(pixels)
+        result = detect_task.decode(out, 0, img.size[0], img.size[1], self.labels["detect"], threshold)
+        self.last_latency_s = time.perf_counter() - start
+        return result
+
+    # --- audio ----------------------------------------------------------------------------
+    def load_audio(self, audio, sample_rate: int | None = None) -> tuple[torch.Tensor, bool]:
+        """Path, (sample_rate, array) as gradio gives, or an array with sample_rate -> (16 kHz mono, cut?)."""
+        if audio is None:
+            raise InputError("no audio was given")
+        try:
+            if isinstance(audio, (str, Path)):
+                wave = load_audio(audio)
+            elif isinstance(audio, tuple):
+                wave = to_mono_16k(audio[1], int(audio[0]))
+            else:
+                if sample_rate is None:
+                    raise InputError("pass sample_rate with a raw audio array")
+                wave = to_mono_16k(audio, int(sample_rate))
+        except InputError:
+            raise
+        except Exception:
+            raise InputError("the file is not audio that can be read (wav, flac, ogg or mp3)") from None
+        if not torch.isfinite(wave).all():
+            raise InputError("the audio holds NaN or infinite samples")
+        seconds = wave.numel() / SAMPLE_RATE
+        if seconds < self.limits.min_audio_seconds:
+            raise InputError(f"the audio is {seconds:.2f} s long; at least {self.limits.min_audio_seconds} s is needed")
+        cut = seconds > self.limits.max_audio_seconds
+        if cut:
+            wave = wave[: int(self.limits.max_audio_seconds * SAMPLE_RATE)]
+        return wave, cut
+
+    @torch.inference_mode()
+    def transcribe_detailed(self, audio, sample_rate: int | None = None) -> dict:
+        """-> {"text", "alignment", "seconds", "truncated", "mel"}; alignment frames are 40 ms steps."""
+        start = time.perf_counter()
+        wave, cut = self.load_audio(audio, sample_rate)
+        mel = log_mel(wave.to(self.device))
+        logits, lengths = self.model.forward_transcribe(mel[None], torch.tensor([mel.size(1)], device=self.device))
+        text, alignment = transcribe_task.greedy_decode(logits[0], int(lengths[0]))
+        self.last_latency_s = time.perf_counter() - start
+        return {"text": text, "alignment": alignment, "seconds": wave.numel() / SAMPLE_RATE, "truncated": cut,
+                "mel": mel.cpu(), "frames_per_token": self.config.audio_stride,
+                "frame_seconds": 1 / FRAMES_PER_SECOND}
+
+    def transcribe(self, audio, sample_rate: int | None = None) -> str:
+        return self.transcribe_detailed(audio, sample_rate)["text"]

@@ -1,0 +1,106 @@
+"""Checkpoint format: round trip, bf16, refusal of corrupt files with the file named, Hub ids."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fm_multi.checkpoint import CheckpointError, load_checkpoint, resolve, save_checkpoint
+from fm_multi.cli import main as cli_main
+from helpers import CLASSES, make_checkpoint, make_model, make_tokenizer
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return make_checkpoint(tmp_path / "ckpt")
+
+
+def _outputs(model):
+    torch.manual_seed(1)
+    c = model.config
+    with torch.no_grad():
+        return (model("chat", idx=torch.arange(10)[None]),
+                model("classify", pixels=torch.randn(2, 3, c.image_size, c.image_size)),
+                model("detect", pixels=torch.randn(1, 3, c.detect_image_size, c.detect_image_size))["boxes"],
+                model("transcribe", mel=torch.randn(1, 80, 50), mel_lengths=torch.tensor([50]))[0])
+
+
+def test_save_then_load_gives_identical_outputs(tmp_path):
+    tok = make_tokenizer()
+    model = make_model(tok).eval()
+    save_checkpoint(tmp_path / "c", model, tok, {"classify": CLASSES, "detect": CLASSES})
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted(
+        ["config.json", "model.safetensors", "tokenizer.json", "labels.json", "README.md"])
+    loaded, tok2, labels, _ = load_checkpoint(tmp_path / "c")
+    for a, b in zip(_outputs(model), _outputs(loaded)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert tok2.encode("a dog face").ids == tok.encode("a dog face").ids
+    assert labels == {"classify": CLASSES, "detect": CLASSES}
+
+
+def test_bf16_checkpoint_is_half_the_size_and_close(tmp_path):
+    tok = make_tokenizer()
+    model = make_model(tok).eval()
+    save_checkpoint(tmp_path / "f32", model, tok, {"classify": CLASSES, "detect": CLASSES})
+    save_checkpoint(tmp_path / "bf16", model, tok, {"classify": CLASSES, "detect": CLASSES}, dtype=torch.bfloat16)
+    s32 = (tmp_path / "f32" / "model.safetensors").stat().st_size
+    s16 = (tmp_path / "bf16" / "model.safetensors").stat().st_size
+    assert s16 < 0.55 * s32
+    loaded = load_checkpoint(tmp_path / "bf16")[0]
+    assert next(loaded.parameters()).dtype == torch.float32
+    torch.testing.assert_close(_outputs(model)[1], _outputs(loaded)[1], atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("name,damage", [
+    ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])),
+    ("model.safetensors", lambda p: p.write_bytes(b"\x00" * 64)),
+    ("config.json", lambda p: p.write_text('{"format_version": 1, "model_config": {')),
+    ("config.json", lambda p: p.write_text('{"format_version": 1, "model_config": {"d_model": 64, "bogus": 1}}')),
+    ("labels.json", lambda p: p.write_text('{"classify": ["only one"], "detect": []}')),
+    ("tokenizer.json", lambda p: p.write_text("not json")),
+    ("model.safetensors", lambda p: p.unlink()),
+])
+def test_damaged_checkpoint_is_refused_naming_the_file(ckpt, name, damage):
+    damage(ckpt / name)
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        load_checkpoint(ckpt)
+
+
+def test_wrong_shape_weights_are_refused(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["model_config"]["n_layer"] = 3  # weights hold 2 layers
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_checkpoint(ckpt)
+    cfg["model_config"]["n_layer"] = 2
+    cfg["model_config"]["mlp_ratio"] = 2
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(ckpt)
+
+
+def test_hub_ids_are_validated_and_offline_fails_in_one_sentence(monkeypatch, tmp_path):
+    for bad in ["../etc/passwd", "a/b/c", "no-slash", "owner/..", "https://evil/x"]:
+        with pytest.raises(CheckpointError, match="neither a local checkpoint folder"):
+            resolve(bad)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(CheckpointError, match="could not fetch 'someone/fm-multi-small'"):
+        resolve("someone/fm-multi-small")
+
+
+def test_info_cli_prints_parameter_table(ckpt, capsys):
+    assert cli_main(["info", "--checkpoint", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    for part in ("backbone", "text_encoder", "vision_encoder", "audio_encoder", "classify_head",
+                 "detect_head", "ctc_head", "total", "dog face"):
+        assert part in out
+    assert cli_main(["info", "--checkpoint", str(ckpt), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["parameters"]["total"] == sum(v for k, v in report["parameters"].items() if k != "total")
+
+
+def test_info_cli_reports_a_bad_checkpoint_without_traceback(tmp_path, capsys):
+    assert cli_main(["info", "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "error" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""Model behaviour: shapes, causality, KV cache, padding, per-task overfitting, heads."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from fm_multi.engine import SamplingParams, generate
+from fm_multi.tasks import chat, classify, detect, summarize, transcribe
+from fm_multi.tasks.language import TextCodec
+from helpers import CLASSES, make_model, make_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+@pytest.fixture
+def model(tok):
+    return make_model(tok)
+
+
+def test_encoder_and_head_shapes(model):
+    c = model.config
+    B = 3
+    assert model("chat", idx=torch.randint(0, c.vocab_size, (B, 7))).shape == (B, 7, c.vocab_size)
+    assert model("classify", pixels=torch.randn(B, 3, c.image_size, c.image_size)).shape == (B, len(CLASSES))
+    # another image size: 2-D positions are interpolated
+    assert model("classify", pixels=torch.randn(B, 3, 48, 40)).shape == (B, len(CLASSES))
+    out = model("detect", pixels=torch.randn(B, 3, c.detect_image_size, c.detect_image_size))
+    n = (c.detect_image_size // c.patch_size) ** 2
+    assert out["logits"].shape == (B, n, len(CLASSES)) and out["boxes"].shape == (B, n, 4)
+    assert (out["boxes"][..., 2:] >= out["boxes"][..., :2]).all()
+    logits, lengths = model("transcribe", mel=torch.randn(B, 80, 101), mel_lengths=torch.tensor([101, 60, 9]))
+    assert logits.shape == (B, 26, c.n_ctc)
+    assert lengths.tolist() == [26, 15, 3]
+    x, mask = model.audio(torch.randn(2, 80, 40), torch.tensor([40, 20]), model.modality[2])
+    assert x.shape == (2, 10, c.d_model) and mask.sum(1).tolist() == [10, 5]
+
+
+def test_causality(model):
+    idx = torch.randint(0, model.config.vocab_size, (1, 12))
+    changed = idx.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % model.config.vocab_size
+    a, b = model("chat", idx=idx), model("chat", idx=changed)
+    torch.testing.assert_close(a[0, :8], b[0, :8])
+    assert not torch.allclose(a[0, 8:], b[0, 8:])
+
+
+def test_padding_does_not_leak_into_audio_tokens(model):
+    mel = torch.randn(1, 80, 40)
+    padded = torch.cat([mel, torch.randn(1, 80, 24) * 5], dim=2)
+    a, _ = model("transcribe", mel=mel, mel_lengths=torch.tensor([40]))
+    b, _ = model("transcribe", mel=padded, mel_lengths=torch.tensor([40]))
+    torch.testing.assert_close(a[0], b[0, :10], atol=1e-5, rtol=1e-4)
+
+
+def test_kv_cache_matches_full_recompute(model):
+    torch.manual_seed(0)
+    prompt = torch.randint(0, model.config.vocab_size, (1, 6)).tolist()[0]
+    params = SamplingParams(max_new_tokens=10, temperature=0.0, repetition_penalty=1.0)
+    cached = [t for t, _ in generate(model, prompt, params, stop_ids=set())]
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(10):
+            seq.append(int(model("chat", idx=torch.tensor([seq]))[0, -1].argmax()))
+    assert cached == seq[len(prompt):]
+    # logits too, not only the argmax
+    cache = model.new_kv_cache(1, 32)
+    with torch.no_grad():
+        step = [model.forward_text(torch.tensor([[t]]), kv_cache=cache)[0, -1] for t in seq[:10]]
+        full = model("chat", idx=torch.tensor([seq[:10]]))[0]
+    torch.testing.assert_close(torch.stack(step), full, atol=1e-5, rtol=1e-4)
+
+
+def test_sampling_is_seeded_and_respects_limits(model):
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=20, top_p=0.9, seed=123)
+    a = [t for t, _ in generate(model, [1, 5, 6], params, stop_ids=set())]
+    b = [t for t, _ in generate(model, [1, 5, 6], params, stop_ids=set())]
+    assert a == b and len(a) == 8
+    with pytest.raises(ValueError):
+        SamplingParams(top_p=0).validate()
+
+
+def _images(n, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [Image.fromarray((torch.rand(size, size, 3, generator=g) * 255).byte().numpy()) for _ in range(n)]
+
+
+def _overfit(model, loss_fn, batch, steps=40, lr=3e-3):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    first = None
+    for _ in range(steps):
+        loss, _ = loss_fn(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    return first, loss.item()
+
+
+def test_each_task_overfits_one_batch_through_the_shared_backbone(model, tok):
+    codec = TextCodec(tok)
+    c = model.config
+    batches = {
+        "chat": (chat.loss, chat.collate([{"messages": [{"role": "user", "content": "what is two plus three?"},
+                                                        {"role": "assistant", "content": "five"}]}], codec, 64)),
+        "summarize": (summarize.loss, summarize.collate(
+            [{"document": "the quick brown fox jumps over the lazy dog", "summary": "a fox jumps"}], codec, 64)),
+        "classify": (classify.loss, classify.collate(list(zip(_images(4, 40), [0, 1, 2, 3])), c.image_size)),
+        "detect": (detect.loss, detect.collate(
+            [(img, {"boxes": [[4, 4, 30, 30], [40, 10, 70, 44]], "labels": [1, 3]}) for img in _images(2, 80)],
+            c.detect_image_size)),
+        "transcribe": (transcribe.loss, transcribe.collate(
+            [{"audio": torch.randn(8000).numpy() * 0.1, "text": "a dog"},
+             {"audio": torch.randn(6000).numpy() * 0.1, "text": "red"}])),
+    }
+    backbone_before = [p.detach().clone() for p in model.backbone.parameters()]
+    for task, (loss_fn, batch) in batches.items():
+        first, last = _overfit(model, loss_fn, batch)
+        assert last < 0.5 * first, f"{task}: loss {first:.3f} -> {last:.3f}"
+    assert any(not torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters()))
+
+
+def test_detection_assignment():
+    centres = torch.tensor([[(x + 0.5) / 4, (y + 0.5) / 4] for y in range(4) for x in range(4)])
+    assert (detect.assign(centres, torch.zeros(0, 4), 4) == -1).all()
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.45, 0.45]])  # big box, tiny box inside it
+    idx = detect.assign(centres, boxes, 4)
+    assert (idx == 1).sum() >= 1, "the tiny box must own at least the patch holding its centre"
+    assert (idx == 0).sum() >= 1
+
+
+def test_detection_decode_scales_to_input_pixels():
+    out = {"logits": torch.full((1, 4, 2), -10.0), "boxes": torch.tensor([[[0.1, 0.2, 0.5, 0.6]] * 4])}
+    out["logits"][0, 1, 1] = 5.0
+    dets = detect.decode(out, 0, width=200, height=100, labels=["a", "b"], threshold=0.5)
+    assert len(dets) == 1 and dets[0]["label"] == "b"
+    assert dets[0]["box"] == [20.0, 20.0, 100.0, 60.0]
+
+
+def test_ctc_greedy_decode_collapses_repeats_and_blanks():
+    ids = [0, 3, 3, 0, 3, 1, 4]  # blank b b blank b space c
+    logits = torch.full((len(ids), 29), -5.0)
+    logits[torch.arange(len(ids)), torch.tensor(ids)] = 5.0
+    text, align = transcribe.greedy_decode(logits, len(ids))
+    assert text == "bb c"
+    assert [a["frame"] for a in align] == [1, 4, 5, 6]
+    assert transcribe.encode_text("Hi,  BOB's!") == transcribe.encode_text("hi bob's")
+    assert transcribe.encode_text("ab c'") == [2, 3, 1, 4, 28]
