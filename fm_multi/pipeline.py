@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fm_multi import checkpoint
+from fm_multi import checkpoint, explain
 from fm_multi.engine import SamplingParams, generate
 from fm_multi.preprocess import (FRAMES_PER_SECOND, SAMPLE_RATE, image_to_tensor, load_audio, log_mel,
                                  open_image, to_mono_16k)
@@ -192,6 +192,27 @@ class Pipeline:
         result = detect_task.decode(out, 0, img.size[0], img.size[1], self.labels["detect"], threshold)
         self.last_latency_s = time.perf_counter() - start
         return result
+
+    def explain_classify(self, image, top_k: int = 5) -> tuple[Image.Image, list[tuple[str, float]]]:
+        """-> (the image with a saliency heat map for the top class, the top-k list)."""
+        img = self.load_image(image)
+        top = self.classify(img, top_k)
+        pixels = image_to_tensor(img, self.config.image_size)[None].to(self.device)
+        sal = explain.classify_saliency(self.model, pixels, self.labels["classify"].index(top[0][0]))
+        return explain.heatmap_overlay(img, sal.cpu()), top
+
+    def explain_detect(self, image, threshold: float = 0.3) -> list[dict]:
+        """detect() plus, per box, "heatmap": the image with that box's saliency map."""
+        img = self.load_image(image)
+        pixels = image_to_tensor(img, self.config.detect_image_size)[None].to(self.device)
+        with torch.inference_mode():
+            out = self.model.forward_detect(pixels)
+        dets = detect_task.decode(out, 0, img.size[0], img.size[1], self.labels["detect"], threshold,
+                                  with_patch=True)
+        for d in dets:
+            sal = explain.detect_saliency(self.model, pixels, d.pop("patch"), self.labels["detect"].index(d["label"]))
+            d["heatmap"] = explain.heatmap_overlay(img, sal.cpu())
+        return dets
 
     # --- audio ----------------------------------------------------------------------------
     def load_audio(self, audio, sample_rate: int | None = None) -> tuple[torch.Tensor, bool]:

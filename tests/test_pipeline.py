@@ -86,3 +86,32 @@ def test_bad_audio_is_refused_or_cut(pipe, tmp_path):
         pipe.transcribe((16_000, np.zeros(800, dtype=np.float32)))
     long = pipe.transcribe_detailed((16_000, np.zeros(16_000 * 61, dtype=np.float32)))
     assert long["truncated"] and long["seconds"] == pytest.approx(60.0)
+
+
+def test_classify_explanation_is_an_image_of_the_input_size(pipe):
+    img = Image.new("RGB", (90, 60), "white")
+    overlay, top = pipe.explain_classify(img)
+    assert overlay.size == (90, 60) and len(top) == min(5, len(CLASSES))
+
+
+def test_saliency_maps_are_patch_grids_in_unit_range(pipe):
+    from fm_multi import explain
+    from fm_multi.preprocess import image_to_tensor
+
+    c = pipe.config
+    img = Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8))
+    sal = explain.classify_saliency(pipe.model, image_to_tensor(img, c.image_size)[None], 0)
+    g = c.image_size // c.patch_size
+    assert sal.shape == (g, g) and float(sal.max()) == pytest.approx(1.0) and float(sal.min()) >= 0
+    dets = pipe.explain_detect(img, threshold=0.0)
+    assert dets and all(d["heatmap"].size == (64, 64) for d in dets)
+    assert all(set(d) == {"label", "score", "box", "heatmap"} for d in dets)
+
+
+def test_word_confidences_group_ctc_characters():
+    from fm_multi.explain import word_confidences
+
+    align = [{"char": c, "frame": i, "prob": p} for i, (c, p) in enumerate(zip("hi yo", [0.9, 0.7, 1, 0.5, 0.3]))]
+    words = word_confidences(align)
+    assert [w["word"] for w in words] == ["hi", "yo"]
+    assert words[0]["min"] == pytest.approx(0.7) and words[1]["mean"] == pytest.approx(0.4)

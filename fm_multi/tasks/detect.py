@@ -71,12 +71,19 @@ def loss(model, batch) -> tuple[torch.Tensor, dict]:
 
 
 def decode(out: dict, index: int, width: int, height: int, labels: list[str], threshold: float = 0.3,
-           iou: float = 0.5, max_boxes: int = 100) -> list[dict]:
-    """One image's head outputs -> [{"label", "score", "box": [x0, y0, x1, y1]}] in input pixels."""
+           iou: float = 0.5, max_boxes: int = 100, with_patch: bool = False) -> list[dict]:
+    """One image's head outputs -> [{"label", "score", "box": [x0, y0, x1, y1]}] in input pixels.
+
+    with_patch adds "patch", the index of the patch that predicted the box (for explanations).
+    """
     scores, classes = out["logits"][index].float().sigmoid().max(dim=-1)   # (N,)
-    keep = scores >= threshold
-    boxes = out["boxes"][index][keep] * torch.tensor([width, height, width, height], device=scores.device)
-    scores, classes = scores[keep], classes[keep]
+    patches = torch.nonzero(scores >= threshold).flatten()
+    boxes = out["boxes"][index][patches] * torch.tensor([width, height, width, height], device=scores.device)
+    scores, classes = scores[patches], classes[patches]
     order = batched_nms(boxes, scores, classes, iou)[:max_boxes]
-    return [{"label": labels[int(classes[i])], "score": round(float(scores[i]), 4),
+    dets = [{"label": labels[int(classes[i])], "score": round(float(scores[i]), 4),
              "box": [round(float(v), 1) for v in boxes[i]]} for i in order]
+    if with_patch:
+        for d, i in zip(dets, order):
+            d["patch"] = int(patches[i])
+    return dets
