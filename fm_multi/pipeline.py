@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fm_multi import checkpoint, explain
 from fm_multi.engine import SamplingParams, generate
@@ -30,6 +30,7 @@ from fm_multi.tasks import transcribe as transcribe_task
 from fm_multi.tasks.language import TextCodec
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "checkpoint"
+SILENCE_PEAK = 1e-3  # peak amplitude below -60 dBFS: nothing a listener would hear
 
 
 class InputError(ValueError):
@@ -159,7 +160,7 @@ class Pipeline:
             raise InputError("no image was given")
         Image.MAX_IMAGE_PIXELS = self.limits.max_image_pixels
         try:
-            img = open_image(image)
+            img = ImageOps.exif_transpose(open_image(image))  # boxes in the pixels a viewer sees
         except Image.DecompressionBombError:
             raise InputError(f"the image has more than {self.limits.max_image_pixels:,} pixels") from None
         except Exception:
@@ -244,7 +245,7 @@ class Pipeline:
 
     @torch.inference_mode()
     def transcribe_detailed(self, audio, sample_rate: int | None = None) -> dict:
-        """-> {"text", "alignment", "seconds", "truncated", "mel"}; alignment frames are 40 ms steps."""
+        """-> {"text", "alignment", "seconds", "truncated", "silent", "mel"}; alignment frames are 40 ms steps."""
         start = time.perf_counter()
         wave, cut = self.load_audio(audio, sample_rate)
         mel = log_mel(wave.to(self.device))
@@ -252,7 +253,8 @@ class Pipeline:
         text, alignment = transcribe_task.greedy_decode(logits[0], int(lengths[0]))
         self.last_latency_s = time.perf_counter() - start
         return {"text": text, "alignment": alignment, "seconds": wave.numel() / SAMPLE_RATE, "truncated": cut,
-                "mel": mel.cpu(), "frames_per_token": self.config.audio_stride,
+                "silent": bool(wave.abs().max() < SILENCE_PEAK), "mel": mel.cpu(),
+                "frames_per_token": self.config.audio_stride,
                 "frame_seconds": 1 / FRAMES_PER_SECOND}
 
     def transcribe(self, audio, sample_rate: int | None = None) -> str:

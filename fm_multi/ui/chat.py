@@ -1,0 +1,62 @@
+"""The Chat tab: a streaming, multi-turn gr.ChatInterface over Pipeline.chat_stream."""
+from __future__ import annotations
+
+from contextlib import closing
+
+import gradio as gr
+import torch
+
+from fm_multi.ui.common import log, token_cap, user_errors
+
+EXAMPLES = ["What is 12 plus 7?", "Spell the word apple.", "What does the word 'harbour' mean?",
+            "How many centimeters are in 3 meters?"]
+
+
+def text_of(content) -> str:
+    """A Chatbot message's content (a string or a list of parts in gradio 6) -> its text."""
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else [content]
+    return "".join(p if isinstance(p, str) else p.get("text", "") for p in parts if isinstance(p, (str, dict)))
+
+
+def make_respond(pipeline):
+    # Decorated so each resumption runs in inference mode on whichever worker thread gradio uses;
+    # a `with` block held across `yield` would leak the mode into that thread.
+    @torch.inference_mode()
+    def respond(message: str, history: list, system_prompt: str, temperature: float, top_k: int,
+                top_p: float, max_new_tokens: int):
+        """Stream the assistant's reply to `message` given the earlier turns."""
+        messages = [{"role": m["role"], "content": text_of(m["content"])} for m in history
+                    if m.get("role") in ("user", "assistant")]
+        messages.append({"role": "user", "content": message})
+        sampling = {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p),
+                    "max_new_tokens": int(max_new_tokens)}
+        stream = pipeline.chat_stream(messages, system_prompt, **sampling)
+        n_tokens = 0
+        try:
+            # closing(): the stop button closes this generator, and that must close the Pipeline's
+            # stream (and so its decoding loop) at once, not whenever it is garbage-collected.
+            with closing(stream), user_errors("chat"):
+                for n_tokens, reply in enumerate(stream, 1):
+                    yield reply
+        except GeneratorExit:
+            log.info("chat stopped by the user after %d tokens", n_tokens)
+            raise
+    return respond
+
+
+def build(pipeline) -> gr.ChatInterface:
+    limit = token_cap(pipeline, share=0.5)
+    inputs = [
+        gr.Textbox("You are a helpful assistant.", label="System prompt", render=False),
+        gr.Slider(0.0, 2.0, 0.7, step=0.05, label="Temperature", info="0 = always the likeliest token",
+                  render=False),
+        gr.Slider(0, 200, 50, step=1, label="Top-k", info="0 = off", render=False),
+        gr.Slider(0.05, 1.0, 0.95, step=0.05, label="Top-p", info="1 = off", render=False),
+        gr.Slider(1, limit, min(128, limit), step=1, label="Max new tokens", render=False),
+    ]  # render=False: ChatInterface places them in its own accordion
+    return gr.ChatInterface(make_respond(pipeline), additional_inputs=inputs,
+                            additional_inputs_accordion=gr.Accordion("Sampling", open=False, render=False),
+                            examples=[[e] for e in EXAMPLES], cache_examples=False,
+                            api_name="chat", fill_height=False)
