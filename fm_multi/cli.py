@@ -34,7 +34,11 @@ def info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fm_multi.bench import add_cli as add_bench
     from fm_multi.data.build import add_cli as add_data
+    from fm_multi.evaluate import add_cli as add_eval
+    from fm_multi.train import add_cli as add_train
+    from fm_multi.ui.app import add_cli as add_serve
 
     parser = argparse.ArgumentParser(prog="fm-multi", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -43,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=info)
     add_data(sub)
+    add_train(sub)
+    add_eval(sub)
+    add_serve(sub)
+    add_bench(sub)
     return parser
 
 

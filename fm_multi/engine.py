@@ -34,27 +34,36 @@ class SamplingParams:
         return self
 
 
+def candidates(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (vocab,) after any penalty -> (token ids, probabilities) of every token that can be drawn.
+
+    Only the top-k (or, without top-k, the top-p head of the sorted vocabulary) can ever be drawn,
+    so temperature, top-p and the draw work on that short list, already sorted by `topk`, instead of
+    sorting and scattering the whole vocabulary on every token.
+    """
+    if not params.top_k and params.top_p >= 1:
+        return torch.arange(logits.numel(), device=logits.device), (logits / params.temperature).softmax(-1)
+    values, ids = logits.topk(min(params.top_k or logits.numel(), logits.numel()))  # descending
+    probs = (values / params.temperature).softmax(-1)
+    if params.top_p < 1:
+        drop = probs.cumsum(-1) - probs > params.top_p  # keep the smallest set reaching top_p
+        probs = probs.masked_fill(drop, 0.0)
+    return ids, probs
+
+
 def sample_next(logits: torch.Tensor, params: SamplingParams, generated: list[int],
                 generator: torch.Generator | None) -> int:
     """logits (vocab,) -> one token id, after repetition penalty, temperature, top-k and top-p."""
-    logits = logits.float().clone()
+    logits = logits.float()
     if params.repetition_penalty > 1 and generated:
+        logits = logits.clone()
         seen = torch.tensor(sorted(set(generated)), device=logits.device)
         vals = logits[seen]
         logits[seen] = torch.where(vals > 0, vals / params.repetition_penalty, vals * params.repetition_penalty)
     if params.temperature == 0:
         return int(logits.argmax())
-    logits = logits / params.temperature
-    if params.top_k:
-        kth = logits.topk(min(params.top_k, logits.numel())).values[-1]
-        logits[logits < kth] = -float("inf")
-    probs = logits.softmax(-1)
-    if params.top_p < 1:
-        sorted_p, order = probs.sort(descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
-        sorted_p[drop] = 0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    ids, probs = candidates(logits, params)
+    return int(ids[torch.multinomial(probs, 1, generator=generator)])
 
 
 @torch.inference_mode()
@@ -70,7 +79,8 @@ def generate(model, prompt: list[int], params: SamplingParams, stop_ids: set[int
         generator = torch.Generator(device=device).manual_seed(params.seed)
     max_len = min(model.config.max_seq_len, len(prompt) + params.max_new_tokens)
     cache = model.new_kv_cache(1, max_len)
-    logits = model.forward_text(torch.tensor([prompt], device=device), kv_cache=cache)[0, -1]
+    prompt_ids = torch.tensor([prompt], device=device)
+    logits = model.forward_text(prompt_ids, kv_cache=cache, last_only=True)[0, -1]  # prefill, once
     generated: list[int] = []
     while len(generated) < params.max_new_tokens and cache.pos < max_len:
         tok = sample_next(logits, params, generated, generator)
@@ -78,6 +88,6 @@ def generate(model, prompt: list[int], params: SamplingParams, stop_ids: set[int
             return
         yield tok, float(logits.float().softmax(-1)[tok])
         generated.append(tok)
-        if cache.pos >= max_len:
-            return
+        if len(generated) == params.max_new_tokens or cache.pos >= max_len:
+            return  # done: skip a forward whose logits nobody would read
         logits = model.forward_text(torch.tensor([[tok]], device=device), kv_cache=cache)[0, -1]

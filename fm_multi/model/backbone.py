@@ -20,17 +20,20 @@ class Backbone(nn.Module):
         self.ln_f = LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, causal: bool = False,
-                kv_cache: KVCache | None = None) -> torch.Tensor:
+                kv_cache: KVCache | None = None, n_out: int | None = None) -> torch.Tensor:
         """x: (B, N, D) tokens; padding_mask: (B, N) bool, True where a token is real.
 
-        Returns (B, N, D). Causal attention ignores padding_mask: right-padded text is never
+        Returns (B, N, D), or (B, n_out, D) for the first n_out tokens only: the last block then
+        skips the other tokens' queries and MLP, which nothing downstream would read (classification
+        reads only the CLS token). Causal attention ignores padding_mask: right-padded text is never
         attended by an earlier real token, and its outputs are masked out of the loss.
         """
         attn_mask = None
         if padding_mask is not None and not causal:
             attn_mask = padding_mask[:, None, None, :]  # (B, 1, 1, N): every query sees real keys
+        n_new, last = x.size(1), len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, attn_mask, causal, kv_cache, i)
+            x = block(x, attn_mask, causal, kv_cache, i, n_out if i == last else None)
         if kv_cache is not None:
-            kv_cache.advance(x.size(1))
+            kv_cache.advance(n_new)
         return self.ln_f(x)

@@ -35,8 +35,9 @@ class TextEncoder(nn.Module):
         T = idx.size(1)
         if start_pos + T > self.max_seq_len:
             raise ValueError(f"text of {start_pos + T} tokens exceeds max_seq_len {self.max_seq_len}")
-        pos = torch.arange(start_pos, start_pos + T, device=idx.device)
-        return self.tok(idx) + self.pos(pos) + modality
+        # A slice of the position table, not an embedding lookup: one view instead of arange + gather
+        # on every decoding step.
+        return self.tok(idx) + self.pos.weight[start_pos:start_pos + T] + modality
 
 
 class VisionEncoder(nn.Module):

@@ -16,6 +16,9 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.pos = 0  # tokens already stored (same for every layer once a forward completes)
+        # Per-layer views, made once, so a decoding step narrows one 4-D view per layer instead of
+        # indexing the 5-D tensor (a handful of small ops per layer per token).
+        self.layer_k, self.layer_v = self.k.unbind(0), self.v.unbind(0)  # n_layer x (B, nh, max_len, hs)
 
     def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, nh, T, hs) at the current position; return all keys/values so far."""
@@ -23,9 +26,10 @@ class KVCache:
         end = self.pos + T
         if end > self.max_len:
             raise ValueError(f"KV cache is full: {end} tokens > max_len {self.max_len}")
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        lk, lv = self.layer_k[layer], self.layer_v[layer]
+        lk.narrow(2, self.pos, T).copy_(k)
+        lv.narrow(2, self.pos, T).copy_(v)
+        return lk.narrow(2, 0, end), lv.narrow(2, 0, end)
 
     def advance(self, n: int) -> None:
         """Called once per forward, after every layer has inserted its n new tokens."""

@@ -16,6 +16,9 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 whatever the input dtype (stable under bf16 autocast)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # Already fp32: skip the four casts, which cost a call each on every decoding step.
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(),
                             self.bias.float(), self.eps).type_as(x)
 
@@ -29,23 +32,27 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, causal: bool = False,
-                kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+                kv_cache: KVCache | None = None, layer: int = 0, n_out: int | None = None) -> torch.Tensor:
+        """x: (B, T, C) -> (B, T, C), or (B, n_out, C) for the first n_out queries over all T keys."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                  # 3 x (B, nh, T, hs)
         if kv_cache is not None:
             past = kv_cache.pos
             k, v = kv_cache.insert(layer, k, v)  # (B, nh, past + T, hs)
             if causal and past > 0:
-                # New queries sit at positions past..past+T-1 and may see every key up to themselves.
-                q_pos = torch.arange(past, past + T, device=x.device)[:, None]
-                attn_mask = q_pos >= torch.arange(past + T, device=x.device)[None, :]  # (T, past + T)
                 causal = False
+                if T > 1:
+                    # New queries sit at positions past..past+T-1 and may see every key up to themselves.
+                    q_pos = torch.arange(past, past + T, device=x.device)[:, None]
+                    attn_mask = q_pos >= torch.arange(past + T, device=x.device)[None, :]  # (T, past + T)
+                # One new query (a decoding step) is the last position and sees every key: no mask,
+                # which saves building one per layer per token and lets SDPA take its unmasked kernel.
+        if n_out is not None:
+            q = q[:, :, :n_out]  # (B, nh, n_out, hs)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        y = y.transpose(1, 2).reshape(B, q.size(2), C)  # (B, T or n_out, C)
         return self.proj(y)
 
 
@@ -68,6 +75,8 @@ class Block(nn.Module):
         self.ln2 = LayerNorm(d_model)
         self.mlp = MLP(d_model, mlp_ratio * d_model, dropout)
 
-    def forward(self, x, attn_mask=None, causal=False, kv_cache=None, layer=0):
-        x = x + self.attn(self.ln1(x), attn_mask, causal, kv_cache, layer)
+    def forward(self, x, attn_mask=None, causal=False, kv_cache=None, layer=0, n_out=None):
+        """n_out: compute only the first n_out tokens' outputs (they still attend to every token)."""
+        h = self.attn(self.ln1(x), attn_mask, causal, kv_cache, layer, n_out)
+        x = (x if n_out is None else x[:, :n_out]) + h
         return x + self.mlp(self.ln2(x))

@@ -43,17 +43,22 @@ class FMMulti(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     # --- one method per head -------------------------------------------------------------
-    def forward_text(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """idx: (B, T) -> next-token logits (B, T, vocab). Causal; continues kv_cache if given."""
+    def forward_text(self, idx: torch.Tensor, kv_cache: KVCache | None = None,
+                     last_only: bool = False) -> torch.Tensor:
+        """idx: (B, T) -> next-token logits (B, T, vocab), or (B, 1, vocab) for the last position
+        only when last_only (all generation needs; it skips the widest matmul for every prompt
+        position). Causal; continues kv_cache if given."""
         start = kv_cache.pos if kv_cache is not None else 0
         x = self.text(idx, self.modality[TEXT], start)
         h = self.backbone(x, causal=True, kv_cache=kv_cache)
-        return F.linear(h, self.text.tok.weight)  # tied LM head: (B, T, vocab)
+        if last_only:
+            h = h[:, -1:]
+        return F.linear(h, self.text.tok.weight)  # tied LM head: (B, T or 1, vocab)
 
     def forward_classify(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels: (B, 3, H, W) normalised -> class logits (B, n_classify)."""
         x, mask = self.vision(pixels, self.modality[VISION])
-        return self.classify_head(self.backbone(x, mask))
+        return self.classify_head(self.backbone(x, mask, n_out=1))  # the head reads only the CLS token
 
     def forward_detect(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """pixels: (B, 3, H, W) normalised -> per-patch logits (B, N, C) and boxes (B, N, 4)."""

@@ -1,0 +1,68 @@
+"""Text generation: our engine (pre-allocated KV cache) against Hugging Face GPT-2.
+
+The peer is `GPT2LMHeadModel(GPT2Config(...))` with our width, depth, heads, MLP width, vocabulary,
+context, exact GELU and tied embeddings, random weights, SDPA attention, run through its own
+`generate(use_cache=True)`. Both decode greedily from the same random prompt and are forced to emit
+exactly the same number of tokens (no stop tokens for us, min_new_tokens for the peer). Tokens/s
+counts new tokens over the whole call, prompt prefill included.
+"""
+from __future__ import annotations
+
+import torch
+
+from fm_multi.bench.timing import Budget, interleaved, median, row
+from fm_multi.config import ModelConfig
+from fm_multi.engine import SamplingParams, generate
+
+PROMPT_TOKENS = 64
+GREEDY = dict(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+
+
+def hf_gpt2(cfg: ModelConfig) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.max_seq_len, n_embd=cfg.d_model,
+                        n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.mlp_ratio * cfg.d_model,
+                        activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=True)
+    return GPT2LMHeadModel(config)
+
+
+def prompt_and_length(cfg: ModelConfig, new_tokens: int) -> tuple[list[int], int]:
+    """A random prompt and a generation length that together fit the context."""
+    new_tokens = min(new_tokens, cfg.max_seq_len // 2)
+    n_prompt = min(PROMPT_TOKENS, cfg.max_seq_len - new_tokens)
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, cfg.vocab_size, (n_prompt,), generator=g).tolist(), new_tokens
+
+
+def ours_greedy(model, prompt: list[int], n: int) -> list[int]:
+    tokens = [t for t, _ in generate(model, prompt, SamplingParams(max_new_tokens=n, **GREEDY), stop_ids=set())]
+    if len(tokens) != n:
+        raise RuntimeError(f"our generate stopped after {len(tokens)} of {n} tokens")
+    return tokens
+
+
+def peer_greedy(peer, prompt: torch.Tensor, n: int) -> torch.Tensor:
+    out = peer.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                        do_sample=False, use_cache=True, pad_token_id=0)
+    if out.shape[1] != prompt.shape[1] + n:
+        raise RuntimeError(f"GPT-2 generated {out.shape[1] - prompt.shape[1]} of {n} tokens")
+    return out
+
+
+def run(pipe, budget: Budget) -> list[dict]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    model, cfg, device = pipe.model, pipe.config, pipe.device
+    peer = hf_gpt2(cfg).to(device).eval()
+    prompt, n = prompt_and_length(cfg, budget.new_tokens)
+    prompt_t = torch.tensor([prompt], device=device)
+    with torch.inference_mode():
+        t = interleaved({"ours": lambda: ours_greedy(model, prompt, n),
+                         "peer": lambda: peer_greedy(peer, prompt_t, n)}, budget)
+    return [row(f"generate {len(prompt)}+{n} tokens greedy vs HF GPT-2", n / median(t["ours"]), "tok/s",
+                peer=n / median(t["peer"]), target=("speedup", ">=", 1.5),
+                note=f"d{cfg.d_model} L{cfg.n_layer} vocab {cfg.vocab_size}; peer attention "
+                     f"{peer.config._attn_implementation}; {len(t['ours'])} rounds")]
