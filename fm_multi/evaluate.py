@@ -1,0 +1,323 @@
+"""Evaluation: validation losses during training, and the full per-task report of `fm-multi eval`.
+
+    fm-multi eval --checkpoint runs/small/final --data data/ --json eval.json --limit 200
+
+| task       | measured on val                                | split by                          |
+| ---------- | ---------------------------------------------- | --------------------------------- |
+| chat       | perplexity of assistant turns; exact match of   | skill                             |
+|            | the greedy final answer on checkable skills     |                                   |
+| summarize  | perplexity of summaries; ROUGE-L F1 beside the  | text source                       |
+|            | lead-sentence and lead-N-words baselines        |                                   |
+| classify   | top-1 / top-5 accuracy                          | art style; trained vs unseen;     |
+|            |                                                 | class; background                 |
+| detect     | COCO mAP@0.5 and mAP@[.5:.95] (pycocotools)     | class (AP@0.5); object style;     |
+|            |                                                 | image background                  |
+| transcribe | CER and WER (corpus level)                      | voice; trained vs held-out        |
+|            |                                                 | voices; text source               |
+
+Batched tasks go through the model directly; generation goes through Pipeline so it decodes as the
+app does. `--limit N` evaluates a fixed spread of N examples per task (see streams.val_subset); the default
+500 keeps a CPU evaluation of the small model to minutes (summaries are generated one at a time).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fm_multi import distributed, metrics, streams
+from fm_multi.config import CTC_ALPHABET, TASK_NAMES
+from fm_multi.tasks import detect as detect_task
+from fm_multi.tasks import transcribe as transcribe_task
+from fm_multi.tasks.language import IGNORE
+
+DETECT_THRESHOLD = 0.05   # mAP needs the low-scoring boxes too: they extend the precision-recall curve
+
+
+# --- during training ------------------------------------------------------------------------
+def validation_batches(data_dir, collates: dict, batch_sizes: dict, n_batches: int, ctx) -> dict:
+    """Per task, this rank's share of n_batches fixed validation batches, collated once."""
+    out = {}
+    for task in TASK_NAMES:
+        data = streams.dataset(task, data_dir, "val")
+        bs = batch_sizes[task]
+        idx = streams.val_subset(len(data), n_batches * bs)
+        chunks = [idx[i:i + bs] for i in range(0, len(idx), bs)]
+        out[task] = [collates[task]([data[i] for i in chunk]) for chunk in chunks[ctx.rank::ctx.world_size]]
+    return out
+
+
+@torch.no_grad()
+def validation_losses(model, val_batches: dict, autocast, device, ctx) -> dict:
+    """{task: mean loss over the validation batches of every rank} (each batch weighted by its size)."""
+    model.eval()
+    sums = torch.zeros(len(TASK_NAMES), 2)
+    for i, task in enumerate(TASK_NAMES):
+        for batch in val_batches[task]:
+            with autocast:
+                loss, _ = streams.TASK_MODULES[task].loss(model, streams.to_device(batch, device))
+            n = streams.batch_size_of(batch)
+            sums[i] += torch.tensor([float(loss) * n, n])
+    model.train()
+    sums = distributed.all_reduce_sum(sums, ctx)
+    return {t: float(sums[i, 0] / sums[i, 1]) for i, t in enumerate(TASK_NAMES) if sums[i, 1] > 0}
+
+
+# --- full evaluation ------------------------------------------------------------------------
+def _batches(data, indices: list[int], batch_size: int):
+    for i in range(0, len(indices), batch_size):
+        chunk = indices[i:i + batch_size]
+        yield chunk, [data[j] for j in chunk]
+
+
+def _indices(data, limit: int | None) -> list[int]:
+    return streams.val_subset(len(data), limit) if limit else list(range(len(data)))
+
+
+@torch.no_grad()
+def perplexity(model, data, indices, collate, batch_size: int) -> float:
+    """exp(mean cross-entropy per target token) over the learnt part of each example."""
+    nll, tokens = 0.0, 0
+    device = next(model.parameters()).device
+    for _, examples in _batches(data, indices, batch_size):
+        batch = streams.to_device(collate(examples), device)
+        logits = model.forward_text(batch["idx"]).float()
+        nll += float(F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(),
+                                     ignore_index=IGNORE, reduction="sum"))
+        tokens += int((batch["targets"] != IGNORE).sum())
+    return float(torch.exp(torch.tensor(nll / max(tokens, 1))))
+
+
+def _group(data, indices, key: str) -> dict[str, list[int]]:
+    """indices grouped by a row field (e.g. "skill", "source"), sorted by group name."""
+    groups = defaultdict(list)
+    for i in indices:
+        groups[str(data[i].get(key, "unknown"))].append(i)
+    return dict(sorted(groups.items()))
+
+
+def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
+    """Perplexity on every val conversation; exact match on the checkable ones; both per skill."""
+    hits = defaultdict(list)
+    for i in indices:
+        row = data[i]
+        if not row.get("checkable"):
+            continue
+        *context, reference = row["messages"]
+        answer = pipe.chat(context, temperature=0.0, repetition_penalty=1.0, max_new_tokens=32)
+        hits[row.get("skill", "unknown")].append(metrics.normalize_answer(answer) ==
+                                                 metrics.normalize_answer(reference["content"]))
+
+    def summary(idx, h) -> dict:
+        return {"n": len(idx), "perplexity": perplexity(pipe.model, data, idx, collate, batch_size),
+                "n_checkable": len(h), "exact_match": sum(h) / len(h) if h else None}
+
+    flat = [h for v in hits.values() for h in v]
+    return {"all": summary(indices, flat),
+            "by_skill": {s: summary(idx, hits.get(s, [])) for s, idx in _group(data, indices, "skill").items()}}
+
+
+def eval_summarize(pipe, data, indices, collate, batch_size: int) -> dict:
+    """ROUGE-L F1 of greedy summaries against the lead baselines (N = mean reference length),
+    overall and per text source."""
+    rows = {i: data[i] for i in indices}
+    n_words = max(1, round(sum(len(r["summary"].split()) for r in rows.values()) / max(len(rows), 1)))
+    scores = {}
+    for i, r in rows.items():
+        scores[i] = {"rouge_l": metrics.rouge_l(pipe.summarize(r["document"]), r["summary"]),
+                     "rouge_l_lead_sentence": metrics.rouge_l(metrics.lead_sentence(r["document"]), r["summary"]),
+                     "rouge_l_lead_words": metrics.rouge_l(metrics.lead_words(r["document"], n_words), r["summary"])}
+
+    def summary(idx) -> dict:
+        means = {k: sum(scores[i][k] for i in idx) / len(idx) for k in scores[idx[0]]} if idx else {}
+        return {"n": len(idx), "perplexity": perplexity(pipe.model, data, idx, collate, batch_size), **means}
+
+    return {"all": {**summary(indices), "lead_words": n_words},
+            "by_source": {s: summary(idx) for s, idx in _group(data, indices, "source").items()}}
+
+
+@torch.no_grad()
+def eval_classify(model, data, indices, collate, batch_size: int, trained_styles: set) -> dict:
+    """Top-1/top-5 overall, per style, class and background, and for trained styles vs styles never
+    seen in training."""
+    device = next(model.parameters()).device
+    hits = {}  # index -> (top-1 hit, top-5 hit)
+    for chunk, examples in _batches(data, indices, batch_size):
+        batch = streams.to_device(collate(examples), device)
+        logits = model.forward_classify(batch["pixels"]).float()
+        top1 = metrics.top_k_correct(logits, batch["labels"], 1).tolist()
+        top5 = metrics.top_k_correct(logits, batch["labels"], 5).tolist()
+        hits.update({j: (a, b) for j, a, b in zip(chunk, top1, top5)})
+
+    def summary(idx) -> dict | None:
+        if not idx:
+            return None
+        return {"n": len(idx), "top1": sum(hits[j][0] for j in idx) / len(idx),
+                "top5": sum(hits[j][1] for j in idx) / len(idx)}
+
+    def by(key) -> dict:
+        groups = defaultdict(list)
+        for j in hits:
+            groups[key(j)].append(j)
+        return {g: summary(idx) for g, idx in sorted(groups.items())}
+
+    backgrounds = _classify_backgrounds(data)
+    return {"all": summary(list(hits)),
+            "trained_styles": summary([j for j in hits if data.styles[j] in trained_styles]),
+            "heldout_styles": summary([j for j in hits if data.styles[j] not in trained_styles]),
+            "by_style": by(lambda j: data.styles[j]),
+            "by_class": by(lambda j: data.classes[data.targets[j]]),
+            "by_background": by(lambda j: backgrounds.get(data.samples[j][0], "unknown"))}
+
+
+def _classify_backgrounds(data) -> dict[str, str]:
+    """image path -> background kind, from meta_<split>.jsonl when it has one."""
+    split = Path(data.samples[0][0]).relative_to(data.root).parts[0] if data.samples else "val"
+    meta = data.root / f"meta_{split}.jsonl"
+    if not meta.exists():
+        return {}
+    rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {str(data.root / r["file"]): r.get("background", "unknown") for r in rows}
+
+
+@torch.no_grad()
+def eval_detect(model, data, indices, collate, batch_size: int, annotation_file: Path, labels: list[str],
+                slices: bool = True) -> dict:
+    """COCO mAP of the decoded boxes (in original image pixels) on the chosen val images; with
+    `slices`, also per class, object style and image background (more COCOeval runs)."""
+    device = next(model.parameters()).device
+    results, image_ids = [], []
+    categories = json.loads(Path(annotation_file).read_text(encoding="utf-8"))["categories"]
+    category_id = {c["name"]: c["id"] for c in categories}
+    for chunk, examples in _batches(data, indices, batch_size):
+        batch = streams.to_device(collate(examples), device)
+        out = model.forward_detect(batch["pixels"])
+        for k, j in enumerate(chunk):
+            rec = data.images[j]
+            image_ids.append(rec["id"])
+            for d in detect_task.decode(out, k, *rec["size"], labels, threshold=DETECT_THRESHOLD):
+                x0, y0, x1, y1 = d["box"]
+                results.append({"image_id": rec["id"], "category_id": category_id[d["label"]],
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["score"]})
+    return {"all": {"n": len(image_ids), **metrics.coco_map(str(annotation_file), results, image_ids),
+                    "detections": len(results)},
+            **(metrics.coco_slices(str(annotation_file), results, image_ids) if slices else {})}
+
+
+def _rates(pairs: list[tuple[str, str]]) -> dict:
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    return {"n": len(pairs), "cer": metrics.error_rate(refs, hyps, "char"),
+            "wer": metrics.error_rate(refs, hyps, "word")}
+
+
+@torch.no_grad()
+def eval_transcribe(model, data, indices, collate, batch_size: int) -> dict:
+    """CER/WER overall, per voice, and for trained voices vs voices held out of training."""
+    device = next(model.parameters()).device
+    by_voice, by_source, heldout = defaultdict(list), defaultdict(list), {}
+    for chunk, examples in _batches(data, indices, batch_size):
+        batch = streams.to_device(collate(examples), device)
+        logits, lengths = model.forward_transcribe(batch["mel"], batch["mel_lengths"])
+        for k, ex in enumerate(examples):
+            hyp, _ = transcribe_task.greedy_decode(logits[k], int(lengths[k]))
+            ref = "".join(CTC_ALPHABET[i] for i in transcribe_task.encode_text(ex["text"]))
+            by_voice[ex["speaker"]].append((ref, hyp))
+            by_source[ex.get("source", "unknown")].append((ref, hyp))
+            heldout[ex["speaker"]] = bool(ex.get("heldout_voice", False))
+    groups = {"trained_voices": [p for v, ps in by_voice.items() if not heldout[v] for p in ps],
+              "heldout_voices": [p for v, ps in by_voice.items() if heldout[v] for p in ps]}
+    return {"all": _rates([p for ps in by_voice.values() for p in ps]),
+            **{g: _rates(ps) if ps else None for g, ps in groups.items()},
+            "by_voice": {v: {**_rates(ps), "heldout": heldout[v]} for v, ps in sorted(by_voice.items())},
+            "by_source": {s: _rates(ps) for s, ps in sorted(by_source.items())}}
+
+
+def evaluate(checkpoint, data_dir, tasks=TASK_NAMES, limit: int | None = None, batch_size: int = 16,
+             device=None) -> dict:
+    """Load a checkpoint and measure every task in `tasks` on data_dir's val split."""
+    from fm_multi.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(checkpoint, device=device or distributed.pick_device())
+    pipe.model.eval()
+    collates = {t: streams.collate_fn(t, pipe.codec, pipe.config) for t in TASK_NAMES}
+    results = {}
+    for task in tasks:
+        data = streams.dataset(task, data_dir, "val")
+        idx, collate = _indices(data, limit), collates[task]
+        if task == "chat":
+            results[task] = eval_chat(pipe, data, idx, collate, batch_size)
+        elif task == "summarize":
+            results[task] = eval_summarize(pipe, data, idx, collate, batch_size)
+        elif task == "classify":
+            trained = set(streams.dataset("classify", data_dir, "train").styles)
+            results[task] = eval_classify(pipe.model, data, idx, collate, batch_size, trained)
+        elif task == "detect":
+            results[task] = eval_detect(pipe.model, data, idx, collate, batch_size,
+                                        data.root / "val" / "annotations.json", pipe.labels["detect"])
+        else:
+            results[task] = eval_transcribe(pipe.model, data, idx, collate, batch_size)
+    return {"checkpoint": str(checkpoint), "data": str(data_dir), "limit": limit, "results": results}
+
+
+# --- presentation ---------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+MAX_GROUP_ROWS = 12  # a `by_x` group with more members (147 classes) is one row; the JSON has them all
+
+
+def table_rows(results: dict) -> list[tuple[str, str, str]]:
+    """(task, subset, "metric value  metric value ...") rows; `by_x` groups give a row per member."""
+    rows = []
+    for task, res in results.items():
+        for subset, values in res.items():
+            if subset.startswith("by_") and len(values) > MAX_GROUP_ROWS:
+                rows.append((task, f"{subset[3:]} (x{len(values)})", "see --json"))
+                continue
+            members = values.items() if subset.startswith("by_") else [(subset, values)]
+            for name, m in members:
+                label = f"{subset[3:]} {name}" if subset.startswith("by_") else name.replace("_", " ")
+                text = "  ".join(f"{k} {_fmt(v)}" for k, v in m.items()) if m else "(none)"
+                rows.append((task, label, text))
+    return rows
+
+
+def format_table(results: dict) -> str:
+    rows = [("task", "subset", "metrics")] + table_rows(results)
+    w0, w1 = (max(len(r[i]) for r in rows) for i in range(2))
+    lines = [f"{t:<{w0}}  {s:<{w1}}  {m}" for t, s, m in rows]
+    return "\n".join(lines[:1] + ["-" * (w0 + w1 + 40)] + lines[1:])
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = evaluate(args.checkpoint, args.data, args.tasks, args.limit, args.batch_size, args.device)
+    print(format_table(report["results"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("eval", help="measure a checkpoint on a data folder's val split, task by task")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder or Hub repo id (default: assets/checkpoint)")
+    p.add_argument("--data", required=True, help="data folder written by `fm-multi data build`")
+    p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES),
+                   help="tasks to evaluate (default: all five)")
+    p.add_argument("--limit", type=int, default=500,
+                   help="at most N val examples per task, a fixed spread (default: 500; 0 = all)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size of the batched tasks")
+    p.add_argument("--json", default=None, help="also write the full results to this JSON file")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads (default: PyTorch's choice; 1 is faster on a busy machine)")
+    p.set_defaults(func=main)

@@ -1,0 +1,174 @@
+"""Training data as streams: each task's dataset, augmentation and collate function, and an endless
+batch order.
+
+The order is a pure function of (seed, batch number, rank, world size): batch k of a task comes from
+epoch e = k // batches_per_epoch, whose permutation is DistributedSampler's for `set_epoch(e)`
+(seeded by seed + e, sharded by rank). Every example of batch k also carries its own augmentation
+seed, so a resumed run that asks for the stream from batch k onwards gets exactly the batches, crops
+and flips the interrupted run would have read next, whatever the number of DataLoader workers.
+
+Augmentation (train split only): classification pictures get a random crop of 70-100% of their
+area and a horizontal flip, detection scenes a horizontal flip (boxes mirrored with them). The
+classify set has ~100 pictures per class, which a ViT from scratch memorises without it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable, Iterator
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from fm_multi.config import ModelConfig
+from fm_multi.tasks import chat, classify, detect, summarize, transcribe
+from fm_multi.tasks.language import TextCodec
+
+TASK_MODULES = {"chat": chat, "summarize": summarize, "classify": classify, "detect": detect,
+                "transcribe": transcribe}
+
+
+def dataset(task: str, root, split: str):
+    """The loader of `task`'s part of a built data folder (see fm_multi/data/loaders.py)."""
+    from fm_multi.data import loaders
+
+    classes = {"chat": loaders.ChatDataset, "summarize": loaders.SummarizeDataset,
+               "classify": loaders.ClassifyDataset, "detect": loaders.DetectDataset,
+               "transcribe": loaders.SpeechDataset}
+    return classes[task](root, split)
+
+
+def collate_fn(task: str, codec: TextCodec, config: ModelConfig) -> Callable:
+    """examples -> one model batch, with the sizes this model takes."""
+    if task in ("chat", "summarize"):
+        return functools.partial(TASK_MODULES[task].collate, codec=codec, max_len=config.max_seq_len)
+    if task == "classify":
+        return functools.partial(classify.collate, image_size=config.image_size)
+    if task == "detect":
+        return functools.partial(detect.collate, image_size=config.detect_image_size)
+    return transcribe.collate
+
+
+def augment_classify(item: tuple, rng: random.Random) -> tuple:
+    """(PIL image, label) -> a crop of 70-100% of the area (aspect 3:4 to 4:3), flipped half the time."""
+    image, label = item
+    W, H = image.size
+    area, aspect = rng.uniform(0.7, 1.0) * W * H, math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    w, h = min(W, round(math.sqrt(area * aspect))), min(H, round(math.sqrt(area / aspect)))
+    x0, y0 = rng.randint(0, W - w), rng.randint(0, H - h)
+    image = image.crop((x0, y0, x0 + w, y0 + h))
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image, label
+
+
+def augment_detect(item: tuple, rng: random.Random) -> tuple:
+    """(PIL image, {"boxes" xyxy pixels, "labels"}) -> mirrored left-right half the time."""
+    image, target = item
+    if rng.random() < 0.5:
+        return item
+    boxes = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4).clone()
+    boxes[:, [0, 2]] = image.size[0] - boxes[:, [2, 0]]
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), {**target, "boxes": boxes}
+
+
+AUGMENT = {"classify": augment_classify, "detect": augment_detect}
+
+
+class Seeded(Dataset):
+    """data[(i, seed)] -> augment(data[i], Random(seed)); the seed comes with the index."""
+
+    def __init__(self, data, augment: Callable | None = None):
+        self.data, self.augment = data, augment
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, str]):
+        i, seed = key
+        item = self.data[i]
+        return self.augment(item, random.Random(seed)) if self.augment else item
+
+
+class BatchOrder(Sampler):
+    """Endless batches of dataset indices for one rank, starting at batch number `start`.
+
+    Every epoch is cut into whole batches (a short last batch is dropped) so batch numbers map to
+    the same examples on every run. A dataset smaller than one batch yields the whole shard.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 start: int = 0):
+        if n < 1:
+            raise ValueError("cannot stream an empty dataset")
+        self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True,
+                                          seed=seed)
+        self.batch_size = min(batch_size, len(self.sampler))
+        self.batches_per_epoch = len(self.sampler) // self.batch_size
+        self.seed, self.rank, self.start = seed, rank, start
+        self._epoch, self._order = -1, []
+
+    def batch(self, k: int) -> list[int]:
+        epoch, j = divmod(k, self.batches_per_epoch)
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._epoch, self._order = epoch, list(self.sampler)
+        return self._order[j * self.batch_size:(j + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, str]]]:
+        """Batches of (index, augmentation seed) pairs, from batch number `start` on."""
+        k = self.start
+        while True:
+            yield [(i, f"{self.seed}/{self.rank}/{k}/{j}") for j, i in enumerate(self.batch(k))]
+            k += 1
+
+
+def train_stream(task: str, data, collate: Callable, batch_size: int, seed: int, start: int,
+                 rank: int, world_size: int, num_workers: int, pin_memory: bool = False) -> Iterator[dict]:
+    """An endless iterator of collated (augmented) batches of `task`, from batch number `start`."""
+    order = BatchOrder(len(data), batch_size, seed, rank, world_size, start)
+    loader = DataLoader(Seeded(data, AUGMENT.get(task)), batch_sampler=order, collate_fn=collate, num_workers=num_workers,
+                        persistent_workers=num_workers > 0, pin_memory=pin_memory,
+                        # A private generator: creating the loader must not draw from torch's
+                        # global RNG, or a resumed run would diverge from an uninterrupted one.
+                        generator=torch.Generator().manual_seed(seed))
+    return iter(loader)
+
+
+def val_subset(n: int, limit: int) -> list[int]:
+    """A fixed spread of `limit` indices: val files are grouped (by class, by voice), so their
+    first rows would not represent the whole set."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+    return sorted(order[:limit])
+
+
+def to_device(batch, device: torch.device):
+    """Move every tensor of a (nested) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [to_device(v, device) for v in batch]
+    return batch
+
+
+def batch_size_of(batch: dict) -> int:
+    for key in ("idx", "pixels", "mel"):
+        if key in batch:
+            return batch[key].size(0)
+    raise ValueError(f"batch has none of idx/pixels/mel: {sorted(batch)}")
+
+
+def batch_tokens(task: str, batch: dict, config: ModelConfig) -> int:
+    """Tokens the backbone reads for this batch (text positions, patches + CLS, audio frames)."""
+    if task in ("chat", "summarize"):
+        return int(batch["idx"].numel())
+    if task in ("classify", "detect"):
+        B, _, H, W = batch["pixels"].shape
+        return B * ((H // config.patch_size) * (W // config.patch_size) + 1)
+    frames = torch.div(batch["mel_lengths"] + config.audio_stride - 1, config.audio_stride, rounding_mode="floor")
+    return int(frames.sum())
+

@@ -1,0 +1,153 @@
+"""Evaluation: metric definitions on hand-worked cases, the seen/unseen splits, and the eval command."""
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+import torch
+
+from fm_multi import distributed, evaluate, metrics, streams
+from fm_multi.cli import main as cli_main
+from fm_multi.config import CTC_ALPHABET, TASK_NAMES, preset
+from fm_multi.tasks import transcribe as transcribe_task
+from fm_multi.tasks.language import TextCodec
+from helpers import CLASSES, make_checkpoint, make_model, make_tokenizer
+from train_data import make_data_dir
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data_dir(tmp_path_factory.mktemp("data") / "d")
+
+
+# --- metric definitions -----------------------------------------------------------------------
+def test_rouge_l_is_the_f1_of_the_longest_common_subsequence():
+    # LCS "the cat on the mat" = 5 words of 6 on both sides
+    assert metrics.rouge_l("The cat sat on the mat.", "the cat is on the mat") == pytest.approx(5 / 6)
+    assert metrics.rouge_l("a b c d", "a b") == pytest.approx(2 * 0.5 * 1 / 1.5)  # P 1/2, R 1
+    assert metrics.rouge_l("", "the cat") == 0.0 and metrics.rouge_l("dog", "cat") == 0.0
+    assert metrics.rouge_l("x y z", "x y z") == 1.0
+
+
+def test_edit_distance_and_corpus_error_rates():
+    assert metrics.edit_distance("kitten", "sitting") == 3
+    assert metrics.edit_distance([], ["a", "b"]) == 2
+    # one substitution + one insertion over 3 reference words
+    assert metrics.error_rate(["a b c"], ["a x c d"], "word") == pytest.approx(2 / 3)
+    # corpus level: (1 + 0) edits over (3 + 5) characters, not the mean of per-clip rates
+    assert metrics.error_rate(["abc", "hello"], ["abd", "hello"], "char") == pytest.approx(1 / 8)
+
+
+def test_answer_normalisation_and_lead_baselines():
+    assert metrics.normalize_answer("  Five .") == metrics.normalize_answer("five") == "five"
+    assert metrics.normalize_answer("w-a-s-h") == "w-a-s-h"
+    assert metrics.normalize_answer("12") != metrics.normalize_answer("1 2")
+    assert metrics.lead_sentence("Tools for X. They do Y! More.") == "Tools for X."
+    assert metrics.lead_words("one  two three four", 2) == "one two"
+
+
+def test_top_k_correct():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3]])
+    assert metrics.top_k_correct(logits, torch.tensor([1, 2]), 1).tolist() == [True, False]
+    assert metrics.top_k_correct(logits, torch.tensor([1, 2]), 2).tolist() == [True, True]
+
+
+def test_coco_map_is_one_for_exact_boxes_and_lower_for_loose_ones(data):
+    ann = data / "detect" / "val" / "annotations.json"
+    gt = json.loads(ann.read_text())["annotations"]
+    ids = [a["image_id"] for a in gt]
+    exact = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9} for a in gt]
+    assert metrics.coco_map(str(ann), exact, ids) == {"map_50_95": pytest.approx(1.0), "map_50": pytest.approx(1.0)}
+    loose = [{**d, "bbox": [d["bbox"][0] + 0.15 * d["bbox"][2], *d["bbox"][1:]]} for d in exact]  # IoU ~0.74
+    m = metrics.coco_map(str(ann), loose, ids)
+    assert m["map_50"] == pytest.approx(1.0) and m["map_50_95"] < 0.8
+    wrong_class = [{**d, "category_id": d["category_id"] % len(CLASSES) + 1} for d in exact]
+    assert metrics.coco_map(str(ann), wrong_class, ids)["map_50"] == 0.0
+    assert metrics.coco_map(str(ann), [], ids)["map_50"] == 0.0
+
+
+# --- seen vs unseen splits, with stand-in models that are right exactly where we say --------------
+class Scripted(torch.nn.Module):
+    """Returns prepared outputs in call order; eval passes batches in the order of `indices`."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # so eval can find a device
+        self.outputs = list(outputs)
+
+    def forward_classify(self, pixels):
+        out, self.outputs = self.outputs[:pixels.size(0)], self.outputs[pixels.size(0):]
+        return torch.stack(out)
+
+    def forward_transcribe(self, mel, mel_lengths):
+        out, self.outputs = self.outputs[:mel.size(0)], self.outputs[mel.size(0):]
+        T = max(o.size(0) for o in out)
+        logits = torch.stack([torch.cat([o, torch.zeros(T - o.size(0), o.size(1))]) for o in out])
+        return logits, torch.tensor([o.size(0) for o in out])
+
+
+def test_classification_accuracy_splits_trained_and_unseen_styles(data):
+    val = streams.dataset("classify", data, "val")
+    idx = list(range(len(val)))
+    C = len(CLASSES)
+    outputs = [torch.nn.functional.one_hot(torch.tensor(y if val.styles[i] == "plain" else (y + 1) % C), C).float()
+               for i, (_, y) in zip(idx, val.samples)]
+    collate = streams.collate_fn("classify", None, preset("tiny", n_classify=C, n_detect=C))
+    res = evaluate.eval_classify(Scripted(outputs), val, idx, collate, 5, trained_styles={"plain"})
+    assert res["trained_styles"]["top1"] == 1.0 and res["heldout_styles"]["top1"] == 0.0
+    assert res["all"]["top1"] == pytest.approx(0.5) and res["all"]["n"] == len(val)
+    assert set(res["by_style"]) == {"plain", "unseen"}
+
+
+def _spell(text: str) -> torch.Tensor:
+    """CTC logits (2 frames per character: symbol then blank) that greedy-decode to `text`."""
+    ids = transcribe_task.encode_text(text)
+    frames = torch.zeros(2 * len(ids), len(CTC_ALPHABET))
+    for k, s in enumerate(ids):
+        frames[2 * k, s] = frames[2 * k + 1, 0] = 10.0
+    return frames
+
+
+def test_speech_error_rates_split_trained_and_heldout_voices(data):
+    val = streams.dataset("transcribe", data, "val")
+    idx = list(range(len(val)))
+    rows = [val.rows[i] for i in idx]
+    outputs = [_spell("") if r["heldout_voice"] else _spell(r["text"]) for r in rows]
+    outputs = [o if o.numel() else torch.zeros(4, len(CTC_ALPHABET)) for o in outputs]
+    res = evaluate.eval_transcribe(Scripted(outputs), val, idx, streams.collate_fn("transcribe", None, None), 4)
+    assert res["trained_voices"]["cer"] == 0.0 and res["trained_voices"]["wer"] == 0.0
+    assert res["heldout_voices"]["wer"] == 1.0 and res["heldout_voices"]["cer"] == 1.0  # all deletions
+    assert res["by_voice"]["voice_c"]["heldout"] is True
+    assert res["all"]["n"] == len(val)
+
+
+# --- the command ------------------------------------------------------------------------------
+def test_eval_command_reports_all_five_tasks(data, tmp_path, capsys):
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "eval.json"
+    assert cli_main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--limit", "3",
+                     "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    report = json.loads(out.read_text())["results"]
+    assert list(report) == list(TASK_NAMES)
+    for task in TASK_NAMES:
+        assert task in table
+        assert 0 < report[task]["all"]["n"] <= 3
+    assert report["chat"]["all"]["perplexity"] > 1
+    assert 0 <= report["summarize"]["all"]["rouge_l"] <= 1
+    assert 0 <= report["classify"]["all"]["top1"] <= report["classify"]["all"]["top5"] <= 1
+    assert 0 <= report["detect"]["all"]["map_50_95"] <= report["detect"]["all"]["map_50"] <= 1
+    assert report["transcribe"]["all"]["cer"] >= 0
+
+
+def test_validation_losses_cover_every_task_and_restore_training_mode(data):
+    tok = make_tokenizer()
+    model = make_model(tok)
+    collates = {t: streams.collate_fn(t, TextCodec(tok), model.config) for t in TASK_NAMES}
+    batches = evaluate.validation_batches(data, collates, {t: 2 for t in TASK_NAMES}, 2, distributed.Context())
+    assert all(len(b) == 2 for b in batches.values())
+    losses = evaluate.validation_losses(model, batches, contextlib.nullcontext(), torch.device("cpu"),
+                                        distributed.Context())
+    assert set(losses) == set(TASK_NAMES) and all(v > 0 for v in losses.values())
+    assert model.training  # evaluation hands the model back in training mode

@@ -1,0 +1,296 @@
+"""Training: schedules, optimizer groups, data order, state files, resume after SIGKILL, two ranks.
+
+All runs use the tiny preset on the miniature data folder of train_data.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from fm_multi import streams
+from fm_multi.config import TASK_NAMES, TrainConfig, train_preset
+from fm_multi.model import FMMulti
+from fm_multi.run_records import StateFiles
+from fm_multi.train import (NonFiniteLoss, RunSpec, apply_override, build_optimizer, lr_factor, resolve_config,
+                            rng_state, set_rng_state, task_schedule, train)
+from helpers import CLASSES, make_model, make_tokenizer
+from train_data import make_data_dir
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["eval_batches=1", "log_every=5", "batch_size.chat=4", "batch_size.summarize=2", "batch_size.classify=8",
+        "batch_size.detect=2", "batch_size.transcribe=2", "warmup_steps=5"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data_dir(tmp_path_factory.mktemp("data") / "d")
+
+
+def spec(data, out, steps, *sets) -> RunSpec:
+    return RunSpec(preset="tiny", data=str(data), out=str(out), max_steps=steps, sets=tuple(FAST) + sets)
+
+
+# --- pure functions ---------------------------------------------------------------------------
+def test_round_robin_gives_each_task_its_share_in_every_window():
+    cfg = TrainConfig(task_weights={"chat": 3, "summarize": 2, "classify": 1, "detect": 2, "transcribe": 3})
+    order = task_schedule(cfg, 110)
+    for start in range(0, 110, 11):  # weights sum to 11: every window of 11 slots has the exact mix
+        assert Counter(order[start:start + 11]) == Counter(cfg.task_weights)
+    assert max(gap for t in TASK_NAMES for gap in _gaps(order, t)) <= 11
+
+
+def _gaps(order, task):
+    slots = [i for i, t in enumerate(order) if t == task]
+    return [b - a for a, b in zip(slots, slots[1:])]
+
+
+def test_sampled_schedule_is_a_function_of_seed_and_skips_zero_weights():
+    cfg = TrainConfig(task_schedule="sample", task_weights={**TrainConfig().task_weights, "detect": 0.0})
+    a, b = task_schedule(cfg, 500), task_schedule(cfg, 500)
+    assert a == b and "detect" not in a
+    assert task_schedule(TrainConfig(task_schedule="sample", seed=1), 200) != task_schedule(
+        TrainConfig(task_schedule="sample", seed=2), 200)
+
+
+def test_lr_warms_up_then_follows_the_cosine_down_to_the_floor():
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    f = [lr_factor(s, cfg) for s in range(101)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))           # never rises after warm-up
+    assert f[55] == pytest.approx(0.55) and f[100] == pytest.approx(0.1)
+
+
+def test_weight_decay_spares_norms_biases_and_embeddings():
+    model = make_model(make_tokenizer())
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in opt.param_groups[0]["params"]}
+    spared = {names[id(p)] for p in opt.param_groups[1]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
+    assert "backbone.blocks.0.attn.qkv.weight" in decayed and "audio.convs.0.weight" in decayed
+    for name in ("text.tok.weight", "text.pos.weight", "vision.pos", "modality", "backbone.ln_f.weight",
+                 "backbone.blocks.0.attn.qkv.bias"):
+        assert name in spared
+    assert len(decayed) + len(spared) == len(list(model.parameters()))
+
+
+def test_overrides_reach_nested_and_model_keys_and_reject_typos():
+    model, train_cfg = {"dropout": 0.0}, TrainConfig().to_dict()
+    apply_override(model, train_cfg, "lr=3e-4")
+    apply_override(model, train_cfg, "batch_size.chat=5")
+    apply_override(model, train_cfg, "model.dropout=0.1")
+    apply_override(model, train_cfg, "task_schedule=sample")
+    assert (train_cfg["lr"], train_cfg["batch_size"]["chat"], model["dropout"]) == (3e-4, 5, 0.1)
+    assert train_cfg["task_schedule"] == "sample"
+    for bad in ("lrr=1", "batch_size.chatt=1", "lr"):
+        with pytest.raises(ValueError):
+            apply_override(model, train_cfg, bad)
+
+
+def test_a_config_file_merges_into_the_preset(data, tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train": {"batch_size": {"chat": 3}, "lr": 1e-4}, "model": {"dropout": 0.1}}))
+    model_cfg, train_cfg, _, _ = resolve_config("tiny", data, config_file=path, sets=["lr=2e-4"])
+    assert train_cfg.batch_size == {**train_preset("tiny").batch_size, "chat": 3}
+    assert (train_cfg.lr, model_cfg.dropout) == (2e-4, 0.1)                 # --set wins over the file
+
+
+def test_sizes_come_from_the_data_folder(data):
+    model_cfg, train_cfg, tokenizer, labels = resolve_config("tiny", data, sets=["lr=5e-4"], max_steps=7)
+    assert model_cfg.vocab_size == tokenizer.get_vocab_size()
+    assert model_cfg.n_classify == model_cfg.n_detect == len(CLASSES)
+    assert (train_cfg.lr, train_cfg.max_steps) == (5e-4, 7)
+    assert train_preset("small").batch_size != train_preset("tiny").batch_size
+
+
+def test_batch_order_resumes_mid_stream_and_shards_ranks_disjointly():
+    full = streams.BatchOrder(50, 4, seed=3)
+    first = [full.batch(k) for k in range(40)]                    # crosses several epochs
+    resumed = streams.BatchOrder(50, 4, seed=3, start=17)
+    batches = [b for b, _ in zip(iter(resumed), range(23))]
+    assert [[i for i, _ in b] for b in batches] == first[17:]
+    assert len({seed for b in batches for _, seed in b}) == 23 * 4   # one augmentation seed per example
+    r0, r1 = streams.BatchOrder(50, 5, 3, rank=0, world_size=2), streams.BatchOrder(50, 5, 3, rank=1, world_size=2)
+    epoch0 = [i for k in range(r0.batches_per_epoch) for i in r0.batch(k)]
+    epoch1 = [i for k in range(r1.batches_per_epoch) for i in r1.batch(k)]
+    assert not set(epoch0) & set(epoch1) and len(set(epoch0) | set(epoch1)) == 50
+
+
+def test_detection_flip_moves_the_boxes_with_the_picture():
+    import random
+
+    img = Image.new("RGB", (100, 60), (0, 0, 0))
+    img.paste((255, 0, 0), (10, 5, 30, 25))
+    item = (img, {"boxes": torch.tensor([[10.0, 5.0, 30.0, 25.0]]), "labels": torch.tensor([2])})
+    flips = [streams.augment_detect(item, random.Random(s)) for s in range(20)]
+    flipped = [f for f in flips if f is not item]
+    assert 0 < len(flipped) < 20                                   # about half the time
+    image, target = flipped[0]
+    assert target["boxes"].tolist() == [[70.0, 5.0, 90.0, 25.0]] and target["labels"].tolist() == [2]
+    assert image.getpixel((80, 15)) == (255, 0, 0) and image.getpixel((20, 15)) == (0, 0, 0)
+
+
+def test_classification_crops_keep_the_label_and_most_of_the_picture():
+    import random
+
+    img = Image.new("RGB", (128, 128), (0, 90, 0))
+    for s in range(20):
+        out, label = streams.augment_classify((img, 7), random.Random(s))
+        assert label == 7 and out.size[0] * out.size[1] >= 0.69 * 128 * 128
+
+
+def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
+    import random
+
+    import numpy as np
+
+    states = StateFiles(tmp_path, keep_last=2)
+    states.save(1, {"rng": rng_state(), "step": 1})
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(StateFiles.load(states.latest())["rng"])        # torch.load(weights_only=True)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_state_files_keep_only_the_last_n(tmp_path):
+    states = StateFiles(tmp_path, keep_last=2)
+    (tmp_path / ".state_0000009.pt.x.tmp").write_bytes(b"half a write")
+    for step in (5, 10, 15):
+        states.save(step, {"step": step})
+    assert [p.name for p in states.paths()] == ["state_0000010.pt", "state_0000015.pt"]
+
+
+# --- training runs ----------------------------------------------------------------------------
+def test_training_lowers_every_validation_loss_and_writes_the_run_folder(data, tmp_path):
+    out = tmp_path / "run"
+    even = 'task_weights={"chat":1,"summarize":1,"classify":1,"detect":1,"transcribe":1}'
+    train(spec(data, out, 40, "eval_every=40", "checkpoint_every=20", "keep_last=1", "lr=3e-3", even))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [0, 40]
+    for task in TASK_NAMES:
+        assert val[-1][f"loss_{task}"] < val[0][f"loss_{task}"], task
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(5, 41, 5))
+    assert all(r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in train_rows)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["max_steps"] == 40 and config["model"]["n_classify"] == len(CLASSES)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["state_0000040.pt"]
+    assert "## Validation loss" in (out / "report.md").read_text()
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    from fm_multi import Pipeline
+
+    pipe = Pipeline.from_pretrained(out / "final", device="cpu")
+    assert pipe.classify(Image.new("RGB", (48, 48), (220, 30, 30)))[0][0] in CLASSES
+    assert (out / "best" / "model.safetensors").exists()
+
+
+def test_non_finite_loss_stops_before_the_update_and_keeps_the_last_state(data, tmp_path, monkeypatch):
+    from fm_multi.tasks import transcribe
+
+    out = tmp_path / "run"
+    train(spec(data, out, 4, "checkpoint_every=4", "eval_every=100"))
+    good = StateFiles.load(out / "checkpoints" / "state_0000004.pt")["model"]
+    real_loss = transcribe.loss
+
+    def poisoned(model, batch):
+        loss, logs = real_loss(model, batch)
+        return loss * float("nan"), logs
+
+    monkeypatch.setattr(transcribe, "loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match="transcribe.*state_0000004.pt"):
+        train(spec(data, out, 12, "checkpoint_every=4", "eval_every=100"))
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["state_0000004.pt"]
+    kept = StateFiles.load(out / "checkpoints" / "state_0000004.pt")["model"]
+    assert all(torch.equal(good[k], kept[k]) for k in good)
+
+
+def test_a_resumed_run_keeps_its_own_config(data, tmp_path):
+    out = tmp_path / "run"
+    train(spec(data, out, 2, "lr=5e-4", "checkpoint_every=2", "eval_every=100"))
+    train(RunSpec(preset="tiny", data=str(data), out=str(out), max_steps=3, sets=("eval_every=100",)))
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["lr"] == 5e-4 and config["train"]["batch_size"]["chat"] == 4   # from the first run
+    assert config["train"]["max_steps"] == 3                                             # the new override
+    assert StateFiles.load(out / "checkpoints" / "state_0000003.pt")["step"] == 3
+
+
+def _cli(data, out, steps, *sets) -> list[str]:
+    args = [sys.executable, "-m", "fm_multi.cli", "train", "--preset", "tiny", "--data", str(data),
+            "--out", str(out), "--max-steps", str(steps)]
+    for s in list(FAST) + list(sets):
+        args += ["--set", s]
+    return args
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights(data, tmp_path):
+    sets = ("checkpoint_every=6", "eval_every=6", "keep_last=5")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(data, straight, 24, *sets), check=True, env=env, capture_output=True, cwd=REPO)
+    proc = subprocess.Popen(_cli(data, killed, 24, *sets), env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "state_0000012.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists()
+    done = subprocess.run(_cli(data, killed, 24, *sets), env=env, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stderr
+    a = load_file(str(straight / "final" / "model.safetensors"))
+    b = load_file(str(killed / "final" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == sorted(set(steps))                             # no step logged twice
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, data: str, out: str, result: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from fm_multi.train import Trainer
+    from fm_multi import distributed
+
+    ctx = distributed.setup()
+    trainer = Trainer(spec(data, out, 6, "checkpoint_every=6", "eval_every=3"), ctx)
+    trainer.run()
+    torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, f"{result}.{rank}")
+    distributed.teardown(ctx)
+
+
+def test_two_processes_keep_identical_weights(data, tmp_path):
+    import torch.multiprocessing as mp
+
+    result = str(tmp_path / "weights")
+    mp.start_processes(_rank_main, args=(2, _free_port(), str(data), str(tmp_path / "run"), result),
+                       nprocs=2, start_method="spawn")
+    w0, w1 = torch.load(f"{result}.0", weights_only=True), torch.load(f"{result}.1", weights_only=True)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    model_cfg, train_cfg, _, _ = resolve_config("tiny", data)
+    torch.manual_seed(train_cfg.seed)
+    start = FMMulti(model_cfg).state_dict()  # the weights both ranks started from
+    assert sum(not torch.equal(w0[k], v) for k, v in start.items()) > len(start) // 2  # they did move
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "2 x CPU" in report and "between ranks at the end: 0" in report
+    assert math.isfinite(json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["loss_total"])
