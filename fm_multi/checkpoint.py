@@ -20,6 +20,7 @@ from fm_multi.model import FMMulti
 FORMAT_VERSION = 1
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "labels.json", "README.md")
 REQUIRED = FILES[:4]
+CARD_EXTRAS = ("*.png", "measurements.json")  # figures and numbers the model card (fm-multi card) refers to
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
@@ -84,7 +85,7 @@ def resolve(path_or_repo: str | os.PathLike) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name, allow_patterns=list(FILES)))
+        return Path(snapshot_download(name, allow_patterns=[*FILES, *CARD_EXTRAS]))
     except Exception as e:  # network, auth, missing repo: one sentence, no traceback
         raise CheckpointError(f"could not fetch {name!r} from the Hugging Face Hub "
                               f"(offline, private or missing?): {type(e).__name__}") from None
@@ -186,5 +187,5 @@ def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool = 
             raise CheckpointError(f"{folder / name} is missing; nothing was uploaded")
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=list(FILES))
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=[*FILES, *CARD_EXTRAS])
     return str(url)

@@ -35,6 +35,7 @@ def info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from fm_multi.bench import add_cli as add_bench
+    from fm_multi.card import add_cli as add_card
     from fm_multi.data.build import add_cli as add_data
     from fm_multi.evaluate import add_cli as add_eval
     from fm_multi.train import add_cli as add_train
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval(sub)
     add_serve(sub)
     add_bench(sub)
+    add_card(sub)
     return parser
 
 

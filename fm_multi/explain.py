@@ -5,17 +5,20 @@
   Chosen over attention rollout because fused SDPA never materialises attention weights.
 - Speech: the CTC alignment grouped into words, each with the mean and minimum probability of
   the characters that spelled it.
-- Text: per-token probabilities come from generation itself (Pipeline.*_detailed); `low_confidence`
-  marks tokens below a threshold.
+- Text: per-token probabilities come from generation itself (Pipeline.*_detailed) or from one
+  teacher-forced pass over a finished reply (Pipeline.chat_token_probs); `low_confidence` marks
+  tokens below a threshold, `token_highlights` / `word_highlights` shape both for display.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from fm_multi.model.encoders import VISION
+
+LOW_PROBABILITY = 0.3  # a generated token below this is highlighted as unlikely
 
 
 def _saliency(model, pixels: torch.Tensor, score_fn) -> torch.Tensor:
@@ -57,6 +60,12 @@ def heatmap_overlay(image: Image.Image, saliency: torch.Tensor, alpha: float = 0
     return Image.fromarray((mix.clip(0, 1) * 255).astype(np.uint8))
 
 
+def draw_box(image: Image.Image, box: list[float], colour=(0, 200, 255)) -> Image.Image:
+    """Outline box [x0, y0, x1, y1] (image pixels) on the image, so a per-box map shows its box."""
+    ImageDraw.Draw(image).rectangle(box, outline=colour, width=max(1, min(image.size) // 128))
+    return image
+
+
 def word_confidences(alignment: list[dict]) -> list[dict]:
     """CTC alignment [{"char", "frame", "prob"}] -> [{"word", "start_frame", "end_frame", "mean", "min"}]."""
     words, current = [], []
@@ -73,6 +82,22 @@ def word_confidences(alignment: list[dict]) -> list[dict]:
     return words
 
 
-def low_confidence(token_probs: list[tuple[str, float]], threshold: float = 0.3) -> list[tuple[str, bool]]:
+def low_confidence(token_probs: list[tuple[str, float]], threshold: float = LOW_PROBABILITY) -> list[tuple[str, bool]]:
     """[(token text, probability)] -> [(token text, is_low)] for highlighting."""
     return [(tok, p < threshold) for tok, p in token_probs]
+
+
+def token_highlights(token_probs: list[tuple[str, float]],
+                     threshold: float = LOW_PROBABILITY) -> list[tuple[str, float | None]]:
+    """[(token text, probability)] -> [(token text, doubt or None)] for gr.HighlightedText.
+
+    doubt = 1 - probability, given only to tokens below `threshold`: HighlightedText paints a number
+    in [0, 1] as red of that strength, so the least likely tokens stand out and the rest stay plain.
+    """
+    return [(tok, round(1 - p, 3) if low else None) for (tok, p), (_, low) in
+            zip(token_probs, low_confidence(token_probs, threshold))]
+
+
+def word_highlights(words: list[dict]) -> list[tuple[str, float]]:
+    """word_confidences() -> [("word ", 1 - mean probability)]: every word, redder when less sure."""
+    return [(w["word"] + " ", round(1 - w["mean"], 3)) for w in words]

@@ -6,6 +6,10 @@
 
 The app, the CLI, the tests and the benchmarks all go through this class. Bad input raises
 InputError (a ValueError) whose message says what was wrong and is safe to show to a user.
+
+Confidences are calibrated when the checkpoint's config.json holds temperatures under
+"calibration" (written by `fm-multi card`, see fm_multi/calibrate.py): class and box logits are
+divided by their temperature before the softmax / sigmoid.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from fm_multi import checkpoint, explain
+from fm_multi import calibrate, checkpoint, explain
 from fm_multi.engine import SamplingParams, generate
 from fm_multi.preprocess import (FRAMES_PER_SECOND, SAMPLE_RATE, image_to_tensor, load_audio, log_mel,
                                  open_image, to_mono_16k)
@@ -45,6 +49,7 @@ class Limits:
     max_image_pixels: int = 40_000_000      # 6000 x 6000 is fine, a decompression bomb is not
     max_audio_seconds: float = 60.0         # longer audio is cut to this, with a warning
     min_audio_seconds: float = 0.1
+    min_confidence: float = 0.3             # a top class below this is shown as "I'm not sure"
 
 
 def pick_device() -> torch.device:
@@ -57,13 +62,14 @@ def pick_device() -> torch.device:
 
 class Pipeline:
     def __init__(self, model, tokenizer, labels: dict, device=None, limits: Limits | None = None,
-                 source: str = ""):
+                 source: str = "", temperatures: dict | None = None):
         self.device = torch.device(device) if device else pick_device()
         self.model = model.to(self.device).eval()
         self.codec = TextCodec(tokenizer)
         self.labels = labels
         self.limits = limits or Limits()
         self.source = source
+        self.temperatures = dict(temperatures or {})  # {"classify": T, "detect": T}; 1 when absent
         self.last_latency_s: float | None = None
 
     @classmethod
@@ -71,7 +77,8 @@ class Pipeline:
         """Load a local checkpoint folder or a Hub repo id (raises checkpoint.CheckpointError)."""
         device = torch.device(device) if device else pick_device()
         model, tokenizer, labels, folder = checkpoint.load_checkpoint(path_or_repo, device)
-        return cls(model, tokenizer, labels, device, limits, source=str(folder))
+        return cls(model, tokenizer, labels, device, limits, source=str(folder),
+                   temperatures=calibrate.load_temperatures(folder))
 
     @property
     def config(self):
@@ -112,8 +119,7 @@ class Pipeline:
             yield self.codec.decode(tokens), probs
         self.last_latency_s = time.perf_counter() - start
 
-    def chat_stream_detailed(self, messages: list[dict], system_prompt: str | None = None, **sampling):
-        """Yield (reply so far, per-token probabilities) as tokens arrive."""
+    def _chat_messages(self, messages: list[dict], system_prompt: str | None) -> list[dict]:
         try:
             messages = chat_task.validate_messages(list(messages))
         except ValueError as e:
@@ -122,6 +128,11 @@ class Pipeline:
                      if m["role"] == "user" else str(m["content"])} for m in messages]
         if system_prompt and system_prompt.strip() and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": self._check_text(system_prompt, "the system prompt")}] + messages
+        return messages
+
+    def chat_stream_detailed(self, messages: list[dict], system_prompt: str | None = None, **sampling):
+        """Yield (reply so far, per-token probabilities) as tokens arrive."""
+        messages = self._chat_messages(messages, system_prompt)
         params = self._sampling(**sampling)
         budget = self.config.max_seq_len - params.max_new_tokens
         if budget < 8:
@@ -138,6 +149,30 @@ class Pipeline:
         for text in self.chat_stream(messages, system_prompt, **sampling):
             pass
         return text
+
+    @torch.inference_mode()
+    def chat_token_probs(self, messages: list[dict], system_prompt: str | None = None) -> list[tuple[str, float]]:
+        """[(token text, probability)] of each token of the last message, an assistant reply, given
+        the turns before it: the probabilities generation reported, recomputed in one forward pass.
+
+        The reply is re-encoded from its text; for byte-level BPE that gives back the generated
+        tokens except in rare merges, so a sampled reply can be explained after it was streamed.
+        """
+        *context, reply = self._chat_messages(messages, system_prompt)
+        if reply["role"] != "assistant" or not any(m["role"] == "user" for m in context):
+            raise InputError("there is no assistant reply to explain yet")
+        ids = self.codec.encode(reply["content"])[: self.config.max_seq_len // 2]
+        prompt = chat_task.prompt_ids(self.codec, context, self.config.max_seq_len - len(ids))
+        return self._score(prompt, ids)
+
+    def _score(self, prompt: list[int], ids: list[int]) -> list[tuple[str, float]]:
+        """Teacher-forced probability of each of `ids` after `prompt` (one forward, no cache)."""
+        if not ids:
+            return []
+        idx = torch.tensor([prompt + ids], device=self.device)
+        logits = self.model.forward_text(idx)[0, len(prompt) - 1:-1].float()     # (len(ids), vocab)
+        probs = logits.softmax(-1).gather(-1, idx[0, len(prompt):, None])[:, 0]  # (len(ids),)
+        return [(self.codec.decode([t]), float(p)) for t, p in zip(ids, probs.tolist())]
 
     def summarize_detailed(self, text: str, max_new_tokens: int = 48, **sampling) -> tuple[str, list]:
         text = self._check_text(text, "the text to summarize")
@@ -177,9 +212,24 @@ class Pipeline:
         start = time.perf_counter()
         img = self.load_image(image)
         pixels = image_to_tensor(img, self.config.image_size)[None].to(self.device)
-        result = classify_task.top_k(self.model.forward_classify(pixels), self.labels["classify"], top_k)[0]
+        logits = self.model.forward_classify(pixels).float() / self.temperatures.get("classify", 1.0)
+        result = classify_task.top_k(logits, self.labels["classify"], top_k)[0]
         self.last_latency_s = time.perf_counter() - start
         return result
+
+    def is_unsure(self, top: list[tuple[str, float]]) -> bool:
+        """Whether the best class of a classify() answer is below Limits.min_confidence."""
+        return not top or top[0][1] < self.limits.min_confidence
+
+    def unsure_message(self, top: list[tuple[str, float]]) -> str | None:
+        """"I'm not sure (best guess: X, 23%)" for an unsure answer, else None."""
+        if not self.is_unsure(top):
+            return None
+        return f"I'm not sure (best guess: {top[0][0]}, {top[0][1]:.0%})" if top else "I'm not sure"
+
+    def _detect_outputs(self, pixels: torch.Tensor) -> dict:
+        out = self.model.forward_detect(pixels)
+        return {**out, "logits": out["logits"].float() / self.temperatures.get("detect", 1.0)}
 
     @torch.inference_mode()
     def detect(self, image, threshold: float = 0.3) -> list[dict]:
@@ -189,7 +239,7 @@ class Pipeline:
         start = time.perf_counter()
         img = self.load_image(image)
         pixels = image_to_tensor(img, self.config.detect_image_size)[None].to(self.device)
-        out = self.model.forward_detect(pixels)
+        out = self._detect_outputs(pixels)
         result = detect_task.decode(out, 0, img.size[0], img.size[1], self.labels["detect"], threshold)
         self.last_latency_s = time.perf_counter() - start
         return result
@@ -202,17 +252,22 @@ class Pipeline:
         sal = explain.classify_saliency(self.model, pixels, self.labels["classify"].index(top[0][0]))
         return explain.heatmap_overlay(img, sal.cpu()), top
 
-    def explain_detect(self, image, threshold: float = 0.3) -> list[dict]:
-        """detect() plus, per box, "heatmap": the image with that box's saliency map."""
+    def explain_detect(self, image, threshold: float = 0.3, max_boxes: int = 100) -> list[dict]:
+        """detect() plus, per box, "heatmap": the image with that box's saliency map and outline.
+
+        Each map costs a backward pass, so only the `max_boxes` best boxes are returned.
+        """
+        if not 0 <= threshold <= 1:
+            raise InputError("the score threshold must be between 0 and 1")
         img = self.load_image(image)
         pixels = image_to_tensor(img, self.config.detect_image_size)[None].to(self.device)
         with torch.inference_mode():
-            out = self.model.forward_detect(pixels)
+            out = self._detect_outputs(pixels)
         dets = detect_task.decode(out, 0, img.size[0], img.size[1], self.labels["detect"], threshold,
-                                  with_patch=True)
+                                  max_boxes=max_boxes, with_patch=True)
         for d in dets:
             sal = explain.detect_saliency(self.model, pixels, d.pop("patch"), self.labels["detect"].index(d["label"]))
-            d["heatmap"] = explain.heatmap_overlay(img, sal.cpu())
+            d["heatmap"] = explain.draw_box(explain.heatmap_overlay(img, sal.cpu()), d["box"])
         return dets
 
     # --- audio ----------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def checkpoint(tmp_path_factory):
 
 @contextmanager
 def running_app(checkpoint: Path, log_path: Path):
-    """`python app.py` configured only through the environment, as a Space starts it -> its URL."""
+    """`python app.py` configured only through the environment, as a Space starts it -> (URL, process)."""
     port = free_port()
     env = {**os.environ, "FM_CHECKPOINT": str(checkpoint), "GRADIO_SERVER_PORT": str(port),
            "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_TEMP_DIR": str(log_path.parent / "uploads"),
@@ -77,7 +77,7 @@ def running_app(checkpoint: Path, log_path: Path):
                 if time.monotonic() > deadline:
                     pytest.fail(f"app.py did not listen within 60 s:\n{log_path.read_text()}")
                 time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", proc
     finally:
         proc.terminate()
         try:
@@ -89,7 +89,7 @@ def running_app(checkpoint: Path, log_path: Path):
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with running_app(checkpoint, log_path) as url:
+    with running_app(checkpoint, log_path) as (url, _):
         yield Client(url, verbose=False), log_path
 
 

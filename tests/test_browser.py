@@ -47,7 +47,7 @@ def browser(tmp_path_factory):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     folder = tmp_path_factory.mktemp("app")
     try:
-        with running_app(make_app_checkpoint(folder / "checkpoint"), folder / "server.log") as url:
+        with running_app(make_app_checkpoint(folder / "checkpoint"), folder / "server.log") as (url, _):
             driver.get(url)
             yield driver
     finally:

@@ -39,13 +39,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="requests run at once per endpoint; more wait in the queue (default: 2)")
     parser.add_argument("--queue-size", type=int, default=64,
                         help="requests that may wait in the queue before new ones are refused (default: 64)")
+    parser.add_argument("--min-confidence", type=float, default=0.3,
+                        help="the Classify tab says \"I'm not sure\" below this top-class probability (default: 0.3)")
     return parser
+
+
+def make_image_cache_atomic() -> None:
+    """Make gradio's cache of output images safe for identical concurrent answers.
+
+    Gradio stores an output picture under a hash of its bytes and rewrites that file in place on
+    every request. When several users get the same picture at the same moment (everyone clicking
+    the same example), one request's download can read the file while another request truncates it,
+    and the download fails (tests/test_load.py caught it on /detect). Writing to a temporary name and
+    renaming over the target makes every rewrite atomic; the bytes are the same, so a reader always
+    sees a whole file.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from gradio import processing_utils
+
+    def save_pil_to_cache(img, cache_dir, name: str = "image", format: str = "webp") -> str:
+        data = processing_utils.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        target = (folder / f"{name}.{format}").resolve()
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+        return str(target)
+
+    processing_utils.save_pil_to_cache = save_pil_to_cache
 
 
 def build_demo(pipeline):
     """The gr.Blocks app over a loaded Pipeline: one tab per task plus the Model tab."""
     import gradio as gr
 
+    make_image_cache_atomic()
     from fm_multi.ui import chat, classify, detect, model_tab, summarize, transcribe
 
     # delete_cache: uploads and outputs older than an hour are removed every hour
@@ -81,11 +113,12 @@ def serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests
     from fm_multi.checkpoint import CheckpointError
-    from fm_multi.pipeline import DEFAULT_CHECKPOINT, Pipeline
+    from fm_multi.pipeline import DEFAULT_CHECKPOINT, Limits, Pipeline
 
     checkpoint = args.checkpoint or str(DEFAULT_CHECKPOINT)
     try:
-        pipeline = Pipeline.from_pretrained(checkpoint, device=args.device)
+        pipeline = Pipeline.from_pretrained(checkpoint, device=args.device,
+                                            limits=Limits(min_confidence=args.min_confidence))
     except (CheckpointError, OSError, RuntimeError) as e:
         print(f"error: cannot load the model ({e}); pass --checkpoint or set FM_CHECKPOINT "
               "to a checkpoint folder or Hugging Face repo id.", file=sys.stderr)

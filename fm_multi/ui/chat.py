@@ -1,4 +1,9 @@
-"""The Chat tab: a streaming, multi-turn gr.ChatInterface over Pipeline.chat_stream."""
+"""The Chat tab: a streaming, multi-turn gr.ChatInterface over Pipeline.chat_stream.
+
+With Explain ticked, the last reply is shown again token by token with the unlikely tokens
+highlighted. A private event on the conversation's change scores the reply in one forward pass
+(Pipeline.chat_token_probs), so the `chat` endpoint keeps streaming plain text.
+"""
 from __future__ import annotations
 
 from contextlib import closing
@@ -6,7 +11,8 @@ from contextlib import closing
 import gradio as gr
 import torch
 
-from fm_multi.ui.common import log, token_cap, user_errors
+from fm_multi import explain
+from fm_multi.ui.common import TOKENS_LABEL, explain_box, log, token_cap, user_errors
 
 EXAMPLES = ["What is 12 plus 7?", "Spell the word apple.", "What does the word 'harbour' mean?",
             "How many centimeters are in 3 meters?"]
@@ -46,6 +52,21 @@ def make_respond(pipeline):
     return respond
 
 
+def make_explain(pipeline):
+    def explain_reply(history: list, system_prompt: str, show: bool):
+        """-> [(token, doubt or None)] of the last assistant reply when `show`."""
+        if not show:
+            return gr.update(value=None, visible=False)
+        messages = [{"role": m["role"], "content": text_of(m["content"])} for m in history or []
+                    if m.get("role") in ("user", "assistant")]
+        if not messages or messages[-1]["role"] != "assistant":
+            return gr.update(value=None, visible=True)
+        with user_errors("chat"):
+            probs = pipeline.chat_token_probs(messages, system_prompt)
+        return gr.update(value=explain.token_highlights(probs), visible=True)
+    return explain_reply
+
+
 def build(pipeline) -> gr.ChatInterface:
     limit = token_cap(pipeline, share=0.5)
     inputs = [
@@ -56,7 +77,18 @@ def build(pipeline) -> gr.ChatInterface:
         gr.Slider(0.05, 1.0, 0.95, step=0.05, label="Top-p", info="1 = off", render=False),
         gr.Slider(1, limit, min(128, limit), step=1, label="Max new tokens", render=False),
     ]  # render=False: ChatInterface places them in its own accordion
-    return gr.ChatInterface(make_respond(pipeline), additional_inputs=inputs,
+    chat = gr.ChatInterface(make_respond(pipeline), additional_inputs=inputs,
                             additional_inputs_accordion=gr.Accordion("Sampling", open=False, render=False),
                             examples=[[e] for e in EXAMPLES], cache_examples=False,
                             api_name="chat", fill_height=False)
+    show = explain_box("how likely the model found each token of its last reply")
+    tokens = gr.HighlightedText(label=TOKENS_LABEL, visible=False, elem_id="chat-tokens")
+    explain_fn = make_explain(pipeline)
+    # The chatbot changes with every streamed chunk; change events default to trigger_mode
+    # "always_last", so at most one rescoring waits behind the running one and the last one sees
+    # the finished reply. (ChatInterface's chatbot_value state is not reported as changed to the
+    # browser after a normal turn, so it cannot be the trigger.)
+    for trigger in (chat.chatbot.change, show.change):
+        trigger(explain_fn, [chat.chatbot, inputs[0], show], tokens, api_visibility="private",
+                show_progress="hidden")
+    return chat

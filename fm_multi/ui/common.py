@@ -1,4 +1,8 @@
-"""What every tab shares: the examples folder and the one way Pipeline errors reach a user.
+"""What every tab shares: the examples folder, the one way Pipeline errors reach a user, and the
+"Explain" switch.
+
+Explanations are extra outputs filled by a second, private event (api_visibility="private") that runs
+after a task's own event; the five API endpoints and their return values stay as they are.
 
 `user_errors` turns the Pipeline's InputError (its message is written for end users) into a
 gr.Error with that message. Anything else is a bug or an outage: it is logged with its traceback
@@ -13,11 +17,15 @@ from pathlib import Path
 
 import gradio as gr
 
+from fm_multi.explain import LOW_PROBABILITY
 from fm_multi.pipeline import InputError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+DISPLAY_SIDE = 1024  # pictures drawn for display are at most this big: gradio and the overlays work per pixel
 UNEXPECTED = ("The model failed on this input because of an internal error (it has been logged). "
               "Please try another input.")
+
+TOKENS_LABEL = f"Tokens (red: probability under {LOW_PROBABILITY:g}; the redder, the less likely)"
 
 log = logging.getLogger("fm_multi.ui")
 
@@ -54,3 +62,25 @@ def file_path(payload) -> str | None:
     if payload is None:
         return None
     return payload.get("path") if isinstance(payload, dict) else str(payload)
+
+
+def explain_box(what: str) -> gr.Checkbox:
+    """The per-tab switch; explanations cost extra passes, so they are off until asked for."""
+    return gr.Checkbox(False, label="Explain", info=f"also show {what}")
+
+
+def label_top(payload) -> list[tuple[str, float]]:
+    """A gr.Label value as an event input (unprocessed) -> [(label, confidence)], best first."""
+    if not isinstance(payload, dict):
+        return []
+    pairs = [(c["label"], float(c["confidence"])) for c in payload.get("confidences") or []]
+    return sorted(pairs, key=lambda lc: -lc[1])
+
+
+def display_copy(img):
+    """An RGB copy of a PIL image no larger than DISPLAY_SIDE on either side."""
+    from fm_multi.preprocess import to_rgb
+
+    shown = to_rgb(img)
+    shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+    return shown

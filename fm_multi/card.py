@@ -1,0 +1,166 @@
+"""`fm-multi card`: measure a checkpoint and write its model card (README.md) from the measurements.
+
+    fm-multi card --checkpoint runs/small/final --data data/ --limit 200 --run runs/small
+
+Following "Model Cards for Model Reporting" (Mitchell et al., 2019), the card reports intended use,
+limitations, training data, and metrics broken down by the factors that matter here (art style,
+background, class, voice, text source, chat skill), not only averages. Everything in it is measured
+on DATA's val split when the command runs:
+
+- metrics and slices: evaluate.evaluate, the same call `fm-multi eval --limit N` makes, so the
+  tables carry the numbers `fm-multi eval` prints;
+- calibration: temperatures (calibrate.py), stored in the checkpoint's config.json for Pipeline;
+- robustness: metric against corruption severity (robustness.py);
+- with --run, the training report's figures and a loss curve from metrics.jsonl.
+
+Written next to the card: measurements.json (every number) and the PNG figures it shows.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from fm_multi import calibrate, distributed, evaluate, plots, robustness
+from fm_multi.card_text import render
+from fm_multi.checkpoint import resolve, write_atomic
+
+DEFAULT_LIMIT = 200          # val examples per task
+DATA_PARTS = ("classify", "detect", "speech", "text", "tokenizer")
+
+
+def _log(message: str, start: float) -> None:
+    print(f"[card {time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def data_info(data_dir) -> dict:
+    """build.json and each part's "Sources and licences" section from its DATASET_CARD.md."""
+    data_dir = Path(data_dir)
+    build = data_dir / "build.json"
+    info = {"build": json.loads(build.read_text(encoding="utf-8")) if build.exists() else {}, "sources": {}}
+    for part in DATA_PARTS:
+        card = data_dir / part / "DATASET_CARD.md"
+        if card.exists():
+            text = card.read_text(encoding="utf-8")
+            section = text.split("## Sources and licences", 1)[1] if "## Sources and licences" in text else ""
+            info["sources"][part] = " ".join(section.split("\n## ", 1)[0].split())
+    return info
+
+
+def run_info(run_dir) -> dict:
+    """The "- key: value" lines of a run's report.md and its metrics.jsonl rows."""
+    run_dir = Path(run_dir)
+    facts, rows = {}, []
+    report = run_dir / "report.md"
+    if report.exists():
+        for line in report.read_text(encoding="utf-8").split("\n## ", 1)[0].splitlines():
+            key, sep, value = line[2:].partition(": ")
+            if line.startswith("- ") and sep:
+                facts[key] = value
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {"folder": str(run_dir), "facts": facts, "rows": rows}
+
+
+def card_name(folder: Path) -> str:
+    """fm_multi-<preset> from the training metadata in config.json, else the folder's name."""
+    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    preset = (meta.get("train") or {}).get("preset")
+    return f"fm_multi-{preset}" if preset else folder.resolve().name
+
+
+def measure(checkpoint, data_dir, limit: int | None, batch_size: int = 16, device=None) -> dict:
+    """Every number the card shows: eval (with slices), calibration and robustness."""
+    from fm_multi.pipeline import Pipeline
+
+    start = time.perf_counter()
+    device = device or distributed.pick_device()
+    report = evaluate.evaluate(checkpoint, data_dir, limit=limit, batch_size=batch_size, device=device)
+    _log("metrics and slices measured", start)
+    pipe = Pipeline.from_pretrained(checkpoint, device=device)
+    cal = calibrate.measure(pipe.model, pipe.codec, data_dir, limit, batch_size, pipe.labels)
+    _log("calibration fitted", start)
+    rob = {}
+    for task in robustness.METRIC:
+        rob[task] = robustness.curves(task, pipe.model, pipe.codec, data_dir, limit, batch_size, pipe.labels,
+                                      clean=report["results"][task]["all"])
+        _log(f"robustness of {task} measured", start)
+    counts = pipe.model.parameter_counts()
+    return {"eval": report, "calibration": cal, "robustness": rob,
+            "model": {"config": pipe.config.to_dict(), "parameters": counts,
+                      "classes": {t: len(pipe.labels[t]) for t in ("classify", "detect")}},
+            "limit": limit, "data_dir": str(data_dir)}
+
+
+def write_figures(m: dict, out: Path, run: dict | None) -> dict[str, str]:
+    """Draw the card's PNGs into `out`; -> {figure key: file name}."""
+    figures = {}
+    for task, cal in m["calibration"].items():
+        if cal["before"] is not None:
+            what = "class probabilities" if task == "classify" else "box scores (right = IoU >= 0.5)"
+            fig = plots.reliability_figure(cal["before"]["bins"], cal["after"]["bins"],
+                                           f"{task}: reliability of {what}",
+                                           (cal["before"]["ece"], cal["after"]["ece"]))
+            figures[f"reliability_{task}"] = plots.save(fig, out / f"reliability_{task}.png").name
+    for task, curves in m["robustness"].items():
+        metric = robustness.METRIC[task]
+        fig = plots.robustness_figure(curves, metric, f"{task}: {metric} under corrupted input",
+                                      higher_is_better=metric != "cer", names=robustness.NAMES)
+        figures[f"robustness_{task}"] = plots.save(fig, out / f"robustness_{task}.png").name
+    if run and run["rows"]:
+        figures["loss_curve"] = plots.save(plots.loss_figure(run["rows"]), out / "loss_curve.png").name
+    return figures
+
+
+def build_card(checkpoint, data_dir, limit: int | None = DEFAULT_LIMIT, out=None, run_dir=None,
+               batch_size: int = 16, device=None, license: str = "apache-2.0") -> Path:
+    """Measure, store the temperatures, draw, and write README.md + measurements.json -> card path."""
+    folder = resolve(checkpoint)
+    out = Path(out) if out else folder
+    out.mkdir(parents=True, exist_ok=True)
+    m = measure(folder, data_dir, limit, batch_size, device)
+    temps = {t: c["temperature"] for t, c in m["calibration"].items() if c["n"]}
+    if Path(checkpoint).expanduser().is_dir():  # a local folder, not a read-only Hub cache
+        calibrate.save_temperatures(folder, temps)
+    run = run_info(run_dir) if run_dir else None
+    figures = write_figures(m, out, run)
+    info = data_info(data_dir)
+    m["data"], m["run"] = info, ({**run, "rows": len(run["rows"])} if run else None)
+    name = card_name(folder)
+    card = render(m, figures, info, run, name=name, license=license)
+    write_atomic(out / "measurements.json", json.dumps(m, indent=1, default=str).encode())
+    write_atomic(out / "README.md", card.encode())
+    return out / "README.md"
+
+
+def main(args) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    path = build_card(args.checkpoint, args.data, args.limit or None, args.out, args.run, args.batch_size,
+                      args.device, args.license)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("card", help="measure a checkpoint (metrics, slices, calibration, robustness) "
+                                    "and write its model card")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: assets/checkpoint)")
+    p.add_argument("--data", required=True, help="data folder written by `fm-multi data build`")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                   help=f"val examples per task, a fixed spread, for every measurement (default: {DEFAULT_LIMIT}; "
+                        "0 = all)")
+    p.add_argument("--out", default=None,
+                   help="folder for README.md, measurements.json and the figures (default: the checkpoint)")
+    p.add_argument("--run", default=None, help="training run folder: adds its report and loss curve")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size of the batched tasks")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (default: torch's choice); on cores shared with a training "
+                        "run, 1 is often several times faster")
+    p.add_argument("--license", default="apache-2.0", help="licence named in the card (default: apache-2.0)")
+    p.set_defaults(func=main)
