@@ -294,3 +294,30 @@ def test_two_processes_keep_identical_weights(data, tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "2 x CPU" in report and "between ranks at the end: 0" in report
     assert math.isfinite(json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["loss_total"])
+
+
+def test_five_sigkills_at_random_moments_lose_nothing(data, tmp_path):
+    """Kill the run 5 times at seeded random moments (mid-step, mid-write, before any checkpoint):
+    every resume succeeds, no state file is ever half-written, and the end equals a straight run."""
+    import random
+
+    sets = ("checkpoint_every=3", "eval_every=6", "keep_last=3")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.time()
+    subprocess.run(_cli(data, straight, 24, *sets), check=True, env=env, capture_output=True, cwd=REPO)
+    run_seconds = time.time() - started
+    rng = random.Random(5)
+    for kill in range(5):
+        proc = subprocess.Popen(_cli(data, killed, 24, *sets), env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.0) * run_seconds)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for state in (killed / "checkpoints").glob("state_*.pt"):
+            torch.load(state, weights_only=True)  # every visible state file is whole
+    done = subprocess.run(_cli(data, killed, 24, *sets), env=env, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a = load_file(str(straight / "final" / "model.safetensors"))
+    b = load_file(str(killed / "final" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
