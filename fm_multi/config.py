@@ -23,6 +23,10 @@ class ModelConfig:
     image_size: int = 64          # classification input side, pixels
     detect_image_size: int = 128  # detection input side, pixels
     patch_size: int = 8           # ViT patch side; positions interpolate to other sizes
+    # How pixels become patch tokens: "patch" (one linear map per patch, as ViT) or "conv" (a stack
+    # of stride-2 3x3 convolutions, as Xiao et al., 2021, which trains faster from scratch). The
+    # default is "patch" so that config files written before the key existed still load.
+    vision_stem: str = "patch"
     n_mels: int = 80              # log-mel bins (16 kHz, 10 ms hop)
     audio_stride: int = 4         # time subsampling of the audio encoder: 40 ms per token
     max_audio_seconds: float = 30.0
@@ -33,6 +37,10 @@ class ModelConfig:
     def __post_init__(self):
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}")
+        if self.vision_stem not in ("patch", "conv"):
+            raise ValueError(f"vision_stem must be 'patch' or 'conv', got {self.vision_stem!r}")
+        if self.vision_stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"vision_stem 'conv' needs a power-of-two patch_size, got {self.patch_size}")
         for side in (self.image_size, self.detect_image_size):
             if side % self.patch_size:
                 raise ValueError(f"image side {side} must be a multiple of patch_size={self.patch_size}")
@@ -52,18 +60,18 @@ class ModelConfig:
 def tiny() -> ModelConfig:
     """Seconds-per-step model for tests."""
     return ModelConfig(d_model=64, n_layer=2, n_head=4, max_seq_len=256, image_size=32,
-                       detect_image_size=64, patch_size=8)
+                       detect_image_size=64, patch_size=8, vision_stem="conv")
 
 
 def small() -> ModelConfig:
     """The CPU default: trains on 2 cores, ~15 MB in bf16."""
-    return ModelConfig(d_model=256, n_layer=6, n_head=8)
+    return ModelConfig(d_model=256, n_layer=6, n_head=8, vision_stem="conv")
 
 
 def base() -> ModelConfig:
     """A GPU-sized model (ViT-B / GPT-2 small widths)."""
     return ModelConfig(d_model=768, n_layer=12, n_head=12, max_seq_len=1024, image_size=128,
-                       detect_image_size=256, patch_size=16)
+                       detect_image_size=256, patch_size=16, vision_stem="conv")
 
 
 PRESETS = {"tiny": tiny, "small": small, "base": base}

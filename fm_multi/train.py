@@ -84,12 +84,15 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
-def resolve_config(preset_name: str, data_dir, config_file=None, sets=(), max_steps=None):
-    """Preset -> JSON file -> --set overrides -> --max-steps; sizes that the data fixes come last."""
+def resolve_config(preset_name: str, data_dir, config_file=None, sets=(), max_steps=None, base_model=None):
+    """Preset (or base_model, the config of a warm-start checkpoint) -> JSON file -> --set overrides
+    -> --max-steps; sizes that the data fixes come last."""
     from fm_multi.data.loaders import load_labels
     from tokenizers import Tokenizer
 
     model, train = preset(preset_name).to_dict(), train_preset(preset_name).to_dict()
+    if base_model is not None:
+        model = base_model.to_dict()
     if config_file:
         loaded = json.loads(Path(config_file).read_text(encoding="utf-8"))
         model, train = merge(model, loaded.get("model", {})), merge(train, loaded.get("train", {}))
@@ -180,6 +183,7 @@ class RunSpec:
     sets: tuple = ()
     max_steps: int | None = None
     resume: str | None = None
+    init_from: str | None = None   # checkpoint folder or Hub id whose weights start a new run
 
 
 class Trainer:
@@ -187,13 +191,23 @@ class Trainer:
         self.spec, self.ctx, self.device = spec, ctx, ctx.device
         self.run_dir = Path(spec.out)
         self.states = StateFiles(self.run_dir / "checkpoints", keep_last=1)
+        # a warm start only begins a run; once the run has a state, resuming takes precedence
+        self.warm_start = spec.init_from if spec.init_from and not (spec.resume or self.states.latest()) else None
+        base = None
+        if self.warm_start:
+            from fm_multi.checkpoint import load_config, resolve
+            self.warm_start = resolve(self.warm_start)
+            base = load_config(self.warm_start)
         self.model_config, self.cfg, self.tokenizer, self.labels = resolve_config(
-            spec.preset, spec.data, self._config_file(), spec.sets, spec.max_steps)
+            spec.preset, spec.data, self._config_file(), spec.sets, spec.max_steps, base)
         self.states.keep_last = self.cfg.keep_last
         if self.cfg.threads and self.device.type == "cpu":
             torch.set_num_threads(self.cfg.threads)
         seed_everything(self.cfg.seed)
-        self.model = FMMulti(self.model_config).to(self.device)
+        self.model = FMMulti(self.model_config)
+        if self.warm_start:
+            self._load_warm_start(self.warm_start)
+        self.model.to(self.device)
         distributed.broadcast_parameters(self.model, ctx)
         self.forward_model = torch.compile(self.model, dynamic=True) if self.cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, self.cfg, self.device)
@@ -213,6 +227,39 @@ class Trainer:
         if self.spec.config_file is None and saved.exists() and (self.spec.resume or self.states.latest()):
             return str(saved)
         return self.spec.config_file
+
+    def _load_warm_start(self, folder: Path) -> None:
+        """Weights from a checkpoint; optimizer, schedule and data order start afresh. The data's
+        tokenizer and label lists must be the checkpoint's, or the embeddings and heads would
+        silently mean something else. Tensors whose name and shape match are copied; where --set
+        changed the architecture (say model.vision_stem=conv) the changed parts keep their fresh
+        initialisation, and both lists are printed."""
+        from safetensors.torch import load_file
+
+        from fm_multi.checkpoint import CheckpointError, load_config, load_labels, load_tokenizer
+
+        config = load_config(folder)
+        if load_tokenizer(folder).to_str() != self.tokenizer.to_str():
+            raise ValueError(f"--init-from {folder}: its tokenizer.json differs from {self.spec.data}/tokenizer; "
+                             "a warm start needs the same tokenizer")
+        labels = load_labels(folder, config)
+        for task in ("classify", "detect"):
+            if labels[task] != self.labels[task]:
+                raise ValueError(f"--init-from {folder}: its {task} labels differ from those of {self.spec.data}")
+        try:
+            saved = load_file(str(folder / "model.safetensors"))
+        except Exception as e:
+            raise CheckpointError(f"{folder / 'model.safetensors'} is corrupt or truncated ({e})") from None
+        own = self.model.state_dict()
+        copied = {k: v.to(own[k].dtype) for k, v in saved.items() if k in own and v.shape == own[k].shape}
+        if not copied:
+            raise ValueError(f"--init-from {folder}: no tensor matches this model's names and shapes")
+        self.model.load_state_dict(copied, strict=False)
+        if self.ctx.is_main:
+            fresh, dropped = sorted(set(own) - set(copied)), sorted(set(saved) - set(copied))
+            print(f"starting from the weights of {folder}: {len(copied)} of {len(own)} tensors copied"
+                  + (f"; freshly initialised: {', '.join(fresh)}" if fresh else "")
+                  + (f"; not used: {', '.join(dropped)}" if dropped else ""), file=sys.stderr)
 
     def _restore(self) -> None:
         path = Path(self.spec.resume) if self.spec.resume else self.states.latest()
@@ -362,7 +409,8 @@ def train(spec: RunSpec) -> dict:
 # --- command line ---------------------------------------------------------------------------
 def main(args) -> int:
     spec = RunSpec(preset=args.preset, data=args.data, out=args.out, config_file=args.config,
-                   sets=tuple(args.set or ()), max_steps=args.max_steps, resume=args.resume)
+                   sets=tuple(args.set or ()), max_steps=args.max_steps, resume=args.resume,
+                   init_from=args.init_from)
     try:
         train(spec)
     except NonFiniteLoss as e:
@@ -385,4 +433,8 @@ def add_cli(sub) -> None:
                         "(repeatable)")
     p.add_argument("--resume", default=None, metavar="STATE",
                    help="resume from this state file (default: the latest in OUT/checkpoints, if any)")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from the weights of this checkpoint folder or Hub id (fine-tuning); its model "
+                        "config replaces the preset's, the optimizer and schedule start afresh. Ignored "
+                        "once OUT holds a state to resume")
     p.set_defaults(func=main)

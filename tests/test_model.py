@@ -16,9 +16,9 @@ def tok():
     return make_tokenizer()
 
 
-@pytest.fixture
-def model(tok):
-    return make_model(tok)
+@pytest.fixture(params=["conv", "patch"])
+def model(tok, request):
+    return make_model(tok, vision_stem=request.param)
 
 
 def test_encoder_and_head_shapes(model):
@@ -37,6 +37,31 @@ def test_encoder_and_head_shapes(model):
     assert lengths.tolist() == [26, 15, 3]
     x, mask = model.audio(torch.randn(2, 80, 40), torch.tensor([40, 20]), model.modality[2])
     assert x.shape == (2, 10, c.d_model) and mask.sum(1).tolist() == [10, 5]
+
+
+def test_both_vision_stems_give_the_same_patch_grid(tok):
+    pixels = torch.randn(2, 3, 64, 48)
+    conv, patch = make_model(tok, vision_stem="conv"), make_model(tok, vision_stem="patch")
+    a, _ = conv.vision(pixels, conv.modality[1])
+    b, _ = patch.vision(pixels, patch.modality[1])
+    assert a.shape == b.shape == (2, 1 + 8 * 6, conv.config.d_model)
+    # the convolutional stem sees across patch borders: changing one pixel moves more than one token
+    nudged = pixels.clone()
+    nudged[0, :, 8, 8] += 5  # the corner pixel shared by patches (0,0)..(1,1) neighbourhoods
+    c, _ = conv.vision(nudged, conv.modality[1])
+    d, _ = patch.vision(nudged, patch.modality[1])
+    moved = lambda x, y: int(((x - y).abs().amax(-1) > 1e-6).sum())  # noqa: E731
+    assert moved(a[:1], c[:1]) > 1 and moved(b[:1], d[:1]) == 1
+
+
+def test_model_config_checks_the_stem_and_reads_older_files():
+    from fm_multi.config import ModelConfig
+
+    assert ModelConfig.from_dict({"d_model": 64, "n_head": 4}).vision_stem == "patch"  # files written before the key
+    with pytest.raises(ValueError, match="vision_stem"):
+        ModelConfig(vision_stem="resnet")
+    with pytest.raises(ValueError, match="power-of-two"):
+        ModelConfig(vision_stem="conv", patch_size=12, image_size=48, detect_image_size=96)
 
 
 def test_causality(model):
@@ -88,7 +113,7 @@ def _images(n, size, seed=0):
     return [Image.fromarray((torch.rand(size, size, 3, generator=g) * 255).byte().numpy()) for _ in range(n)]
 
 
-def _overfit(model, loss_fn, batch, steps=40, lr=3e-3):
+def _overfit(model, loss_fn, batch, steps=60, lr=3e-3):
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     first = None
     for _ in range(steps):

@@ -321,3 +321,45 @@ def test_five_sigkills_at_random_moments_lose_nothing(data, tmp_path):
     a = load_file(str(straight / "final" / "model.safetensors"))
     b = load_file(str(killed / "final" / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+
+
+# --- warm start (--init-from) -------------------------------------------------------------------
+def test_init_from_copies_the_weights_and_starts_a_fresh_schedule(data, tmp_path):
+    first = tmp_path / "first"
+    train(spec(data, first, 3, "eval_every=100"))
+    warm = tmp_path / "warm"
+    trainer_spec = spec(data, warm, 2, "eval_every=100", "lr=0")  # lr 0: the weights must stay the source's
+    train(RunSpec(**{**trainer_spec.__dict__, "init_from": str(first / "final")}))
+    source, result = load_file(str(first / "final" / "model.safetensors")), \
+        load_file(str(warm / "final" / "model.safetensors"))
+    assert source.keys() == result.keys()
+    assert all(torch.equal(source[k], result[k]) for k in source)
+    config = json.loads((warm / "config.json").read_text())
+    assert config["init_from"] == str(first / "final")
+    assert StateFiles.load(warm / "checkpoints" / "state_0000002.pt")["step"] == 2  # counted from 0, not 3
+
+
+def test_init_from_with_a_changed_stem_copies_everything_else(data, tmp_path, capsys):
+    first = tmp_path / "first"
+    train(spec(data, first, 1, "eval_every=100", "model.vision_stem=patch"))
+    warm = tmp_path / "warm"
+    s = spec(data, warm, 1, "eval_every=100", "lr=0", "model.vision_stem=conv")
+    train(RunSpec(**{**s.__dict__, "init_from": str(first / "final")}))
+    err = capsys.readouterr().err
+    assert "freshly initialised: vision.to_patches" in err
+    source, result = load_file(str(first / "final" / "model.safetensors")), \
+        load_file(str(warm / "final" / "model.safetensors"))
+    shared = [k for k in source if not k.startswith("vision.to_patches")]
+    assert len(shared) >= 40 and all(torch.equal(source[k], result[k]) for k in shared)
+    assert json.loads((warm / "final" / "config.json").read_text())["model_config"]["vision_stem"] == "conv"
+
+
+def test_init_from_refuses_a_checkpoint_with_other_labels(data, tmp_path):
+    first = tmp_path / "first"
+    train(spec(data, first, 1, "eval_every=100"))
+    labels = json.loads((first / "final" / "labels.json").read_text())
+    labels["classify"] = list(reversed(labels["classify"]))
+    (first / "final" / "labels.json").write_text(json.dumps(labels))
+    s = spec(data, tmp_path / "warm", 1, "eval_every=100")
+    with pytest.raises(ValueError, match="classify labels differ"):
+        train(RunSpec(**{**s.__dict__, "init_from": str(first / "final")}))

@@ -5,8 +5,9 @@ Each adds a learned modality embedding so the shared backbone knows what it read
 Legend: b batch, c channels, h/w patch grid, p1/p2 patch side, t time, f mel bins, d model width.
 
 - TextEncoder: BPE ids -> token + learned position embeddings (GPT-2).
-- VisionEncoder: ViT patches (Dosovitskiy et al., 2021) with a CLS token; the learned 2-D position
-  grid is resampled bicubically for other image sizes.
+- VisionEncoder: ViT patches (Dosovitskiy et al., 2021), or a convolutional stem with the same
+  output grid (Xiao et al., 2021), with a CLS token; the learned 2-D position grid is resampled
+  bicubically for other image sizes.
 - AudioEncoder: 80-bin log-mel frames subsampled 4x in time by strided 1-D convolutions
   (as Whisper's stem, Radford et al., 2022), with sinusoidal positions for any length.
 """
@@ -40,15 +41,30 @@ class TextEncoder(nn.Module):
         return self.tok(idx) + self.pos.weight[start_pos:start_pos + T] + modality
 
 
+def conv_stem(channels: int, d_model: int, patch_size: int) -> nn.Sequential:
+    """log2(patch_size) stride-2 3x3 convolutions (widths doubling up to d_model / 2), each with a
+    one-group GroupNorm (batch-size independent) and GELU, then a 1x1 projection to d_model."""
+    n = int(math.log2(patch_size))
+    layers, c = [], channels
+    for i in range(n):
+        width = max(d_model >> (n - i), 8)
+        layers += [nn.Conv2d(c, width, 3, stride=2, padding=1), nn.GroupNorm(1, width), nn.GELU()]
+        c = width
+    return nn.Sequential(*layers, nn.Conv2d(c, d_model, 1), Rearrange("b d h w -> b (h w) d"))
+
+
 class VisionEncoder(nn.Module):
-    def __init__(self, d_model: int, image_size: int, patch_size: int, channels: int = 3):
+    def __init__(self, d_model: int, image_size: int, patch_size: int, channels: int = 3, stem: str = "patch"):
         super().__init__()
         self.patch_size = patch_size
         self.grid = image_size // patch_size
-        self.to_patches = nn.Sequential(
-            Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size),
-            nn.Linear(channels * patch_size * patch_size, d_model),
-        )
+        if stem == "conv":
+            self.to_patches = conv_stem(channels, d_model, patch_size)
+        else:
+            self.to_patches = nn.Sequential(
+                Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size),
+                nn.Linear(channels * patch_size * patch_size, d_model),
+            )
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
         self.pos = nn.Parameter(torch.randn(1, self.grid * self.grid, d_model) * 0.02)
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, d_model))

@@ -24,7 +24,7 @@ class FMMulti(nn.Module):
         c = self.config = config
         self.modality = nn.Parameter(torch.zeros(3, c.d_model))  # text, vision, audio
         self.text = TextEncoder(c.vocab_size, c.d_model, c.max_seq_len)
-        self.vision = VisionEncoder(c.d_model, c.image_size, c.patch_size)
+        self.vision = VisionEncoder(c.d_model, c.image_size, c.patch_size, stem=c.vision_stem)
         self.audio = AudioEncoder(c.d_model, c.n_mels, c.audio_stride)
         self.backbone = Backbone(c.d_model, c.n_layer, c.n_head, c.mlp_ratio, c.dropout)
         self.classify_head = ClassifyHead(c.d_model, c.n_classify)
