@@ -5,8 +5,12 @@ with all users sending the identical image at the same moment (gradio caches upl
 identical files racing into that cache are part of the test). No request may fail, and the server's
 resident memory at the end must stay within 10% of its value after warm-up.
 
-The CI version runs for FM_LOAD_SECONDS (default 20 s); `python -m pytest -m slow tests/test_load.py`
-runs the 5-minute version.
+Warm-up is one round of every user at once, so memory is measured from a server that has already
+run all its endpoints concurrently. The server bounds glibc's malloc arenas (ui/app.py
+cap_malloc_arenas); FM_LOAD_ARENAS=16 runs the server with glibc's default on 2 cores, to compare.
+
+The CI version runs for FM_LOAD_SECONDS (default 20 s); `python -m pytest -m slow tests/test_load.py -s`
+runs the 5-minute version and prints its figures.
 """
 from __future__ import annotations
 
@@ -63,32 +67,52 @@ def user(url: str, deadline: float, barrier: threading.Barrier, results: list, m
     barrier.abort()
 
 
-def run_load(tmp_path, seconds: float) -> dict:
+def load_phase(url: str, seconds: float, max_requests: int) -> list:
+    """USERS clients for up to `seconds`, each stopping after max_requests -> [(api, seconds, error)]."""
+    results: list = []
+    barrier = threading.Barrier(USERS)
+    deadline = time.monotonic() + seconds
+    threads = [threading.Thread(target=user, args=(url, deadline, barrier, results, max_requests))
+               for _ in range(USERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 300)
+    assert not any(t.is_alive() for t in threads), "a user hung"
+    return results
+
+
+def run_load(tmp_path, seconds: float, env: dict | None = None) -> dict:
+    """Warm-up (every user sends one round at once, so the server has run all its endpoints
+    concurrently), then `seconds` of load with the server's resident memory sampled every 5 s."""
     checkpoint = make_app_checkpoint(tmp_path / "checkpoint")
-    with running_app(checkpoint, tmp_path / "server.log") as (url, proc):
-        warm = Client(url, verbose=False)
-        for api_name, args in calls():
-            warm.predict(*args, api_name=api_name)
-        rss_warm = rss_mb(proc.pid)
-        results: list = []
-        barrier = threading.Barrier(USERS)
-        deadline = time.monotonic() + seconds
-        threads = [threading.Thread(target=user, args=(url, deadline, barrier, results, 2_000))
-                   for _ in range(USERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=seconds + 300)
-        assert not any(t.is_alive() for t in threads), "a user hung"
+    with running_app(checkpoint, tmp_path / "server.log", env) as (url, proc):
+        warm_results = load_phase(url, 180, len(calls()))
+        assert not [r for r in warm_results if r[2]], warm_results
+        rss_warm, samples, stop = rss_mb(proc.pid), [], threading.Event()
+
+        def sample():
+            while not stop.wait(5):
+                samples.append(rss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            results = load_phase(url, seconds, 2_000)
+        finally:
+            stop.set()
+            sampler.join()
         rss_end = rss_mb(proc.pid)
-        assert warm.predict(*calls()[0][1], api_name="/classify")["confidences"], "still serving"
+        assert Client(url, verbose=False).predict(*calls()[0][1], api_name="/classify")["confidences"], \
+            "still serving"
     latencies = np.array([r[1] for r in results])
     report = {"requests": len(results), "failures": [r for r in results if r[2]],
               "p50_s": float(np.percentile(latencies, 50)), "p95_s": float(np.percentile(latencies, 95)),
-              "rss_warm_mb": rss_warm, "rss_end_mb": rss_end}
+              "rss_warm_mb": rss_warm, "rss_end_mb": rss_end, "rss_max_mb": max(samples + [rss_end])}
+    quarters = [round(samples[min(len(samples) - 1, len(samples) * q // 4)]) for q in (1, 2, 3)] if samples else []
     print(f"\nload: {report['requests']} requests, {len(report['failures'])} failed, "
-          f"p50 {report['p50_s']:.2f} s, p95 {report['p95_s']:.2f} s, "
-          f"RSS {rss_warm:.0f} MB after warm-up -> {rss_end:.0f} MB at the end")
+          f"p50 {report['p50_s']:.2f} s, p95 {report['p95_s']:.2f} s, RSS {rss_warm:.0f} MB after warm-up "
+          f"-> {quarters} MB at 1/4, 1/2, 3/4 -> {rss_end:.0f} MB at the end (max {report['rss_max_mb']:.0f})")
     return report
 
 
@@ -98,10 +122,15 @@ def check(report: dict):
     assert report["rss_end_mb"] <= 1.10 * report["rss_warm_mb"]
 
 
+def arena_env() -> dict:
+    arenas = os.environ.get("FM_LOAD_ARENAS")
+    return {"MALLOC_ARENA_MAX": arenas} if arenas else {}
+
+
 def test_eight_users_briefly(tmp_path):
-    check(run_load(tmp_path, float(os.environ.get("FM_LOAD_SECONDS", 20))))
+    check(run_load(tmp_path, float(os.environ.get("FM_LOAD_SECONDS", 20)), arena_env()))
 
 
 @pytest.mark.slow
 def test_eight_users_for_five_minutes(tmp_path):
-    check(run_load(tmp_path, 300.0))
+    check(run_load(tmp_path, 300.0, arena_env()))

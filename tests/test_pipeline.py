@@ -1,7 +1,6 @@
 """The Python API on a tiny checkpoint: every task's call, its output types and input checks."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest

@@ -58,30 +58,32 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(checkpoint: str, log_path: Path):
-    """Start the app, wait until it answers HTTP, yield its URL; always stop it."""
+def running_app(log_path: Path, args=(), env: dict | None = None, timeout_s: float = START_TIMEOUT_S):
+    """Start `python app.py ARGS` on a free loopback port, wait until it answers HTTP, yield
+    (url, process); always stop it. `env` adds to this process's environment (a Space configures
+    the app through FM_CHECKPOINT and GRADIO_* variables alone). The bench and the tests share it."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_ANALYTICS_ENABLED": "False",
-           "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the thread count this run decided
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, str(APP), "--checkpoint", checkpoint], cwd=APP.parent,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, str(APP), *args], cwd=APP.parent, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-600:]
-                raise RuntimeError(f"app.py exited with code {proc.returncode}: {tail}")
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"app.py exited with code {proc.returncode}:\n{tail}")
             try:
                 urllib.request.urlopen(url, timeout=2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"app.py did not answer on {url} within {START_TIMEOUT_S} s") from None
-                time.sleep(0.5)
-        yield url
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"app.py did not answer on {url} within {timeout_s:.0f} s:\n{tail}") from None
+                time.sleep(0.3)
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -161,7 +163,9 @@ def run(pipe, budget: Budget) -> list[dict]:
     if why:
         return [row("e2e gradio", None, "ms", note=f"skipped: {why}")]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, running_app(pipe.source, Path(tmp) / "app.log") as url:
+    with tempfile.TemporaryDirectory() as tmp, running_app(
+            Path(tmp) / "app.log", ["--checkpoint", pipe.source],
+            {"OMP_NUM_THREADS": str(torch.get_num_threads())}) as (url, _):  # the thread count this run decided
         files = sample_files(Path(tmp))
         probe = client(url, Path(tmp))
         api = probe.view_api(return_format="dict", print_info=False)["named_endpoints"]
