@@ -164,10 +164,12 @@ was trained on synthetic data only; its answers are often wrong and sound sure w
 def architecture_lines(model: dict) -> list[str]:
     cfg = model["config"]
     keys = ("d_model", "n_layer", "n_head", "max_seq_len", "vocab_size", "image_size", "detect_image_size",
-            "patch_size", "n_mels", "audio_stride")
+            "patch_size", "vision_stem", "n_mels", "audio_stride")
+    stem = ("a convolutional stem (stride-2 3x3 convolutions) to one token per patch"
+            if cfg.get("vision_stem") == "conv" else "a ViT linear patch encoder")
     return ["## Architecture", "",
-            "Pre-norm Transformer backbone shared by every task; a BPE text encoder with a tied LM head, a ViT "
-            "patch encoder, and a strided-convolution log-mel encoder (one token per 40 ms); heads: class logits "
+            f"Pre-norm Transformer backbone shared by every task; a BPE text encoder with a tied LM head, {stem}, "
+            "and a strided-convolution log-mel encoder (one token per 40 ms); heads: class logits "
             "from the CLS token, dense per-patch detection (class + box), CTC over characters.", "",
             *table(["setting", "value"], [[k, cfg[k]] for k in keys if k in cfg]),
             *table(["part", "parameters"], [[k, f"{v:,}"] for k, v in model["parameters"].items()])]

@@ -5,7 +5,8 @@
 | task       | measured on val                                | split by                          |
 | ---------- | ---------------------------------------------- | --------------------------------- |
 | chat       | perplexity of assistant turns; exact match of   | skill                             |
-|            | the greedy final answer on checkable skills     |                                   |
+|            | the greedy final answer on checkable skills,    |                                   |
+|            | follow-ups alone; repeated 3-grams, loop rate   |                                   |
 | summarize  | perplexity of summaries; ROUGE-L F1 beside the  | text source                       |
 |            | lead-sentence and lead-N-words baselines        |                                   |
 | classify   | top-1 / top-5 accuracy                          | art style; trained vs unseen;     |
@@ -100,25 +101,40 @@ def _group(data, indices, key: str) -> dict[str, list[int]]:
     return dict(sorted(groups.items()))
 
 
+LOOP_SHARE = 0.3  # an answer with more repeated word 3-grams than this counts as looping
+
+
 def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
-    """Perplexity on every val conversation; exact match on the checkable ones; both per skill."""
-    hits = defaultdict(list)
+    """Perplexity on every val conversation. Each final turn is answered greedily (as the app's
+    temperature 0): exact match on the checkable skills, also for follow-ups alone (questions that
+    need the earlier turns, "And if you add 3 to that?"); on every answer, the share of repeated
+    word 3-grams and the share of answers that loop (over LOOP_SHARE). All per skill."""
+    hits, follow_ups, repeats = defaultdict(list), defaultdict(list), defaultdict(list)
     for i in indices:
         row = data[i]
-        if not row.get("checkable"):
-            continue
+        skill = row.get("skill", "unknown")
         *context, reference = row["messages"]
-        answer = pipe.chat(context, temperature=0.0, repetition_penalty=1.0, max_new_tokens=32)
-        hits[row.get("skill", "unknown")].append(metrics.normalize_answer(answer) ==
-                                                 metrics.normalize_answer(reference["content"]))
+        answer = pipe.chat(context, temperature=0.0, repetition_penalty=1.0, max_new_tokens=48)
+        repeats[skill].append(metrics.repeated_ngram_share(answer))
+        if row.get("checkable"):
+            hit = metrics.normalize_answer(answer) == metrics.normalize_answer(reference["content"])
+            hits[skill].append(hit)
+            if sum(m["role"] == "user" for m in context) > 1:
+                follow_ups[skill].append(hit)
 
-    def summary(idx, h) -> dict:
+    def summary(idx, h, f, r) -> dict:
         return {"n": len(idx), "perplexity": perplexity(pipe.model, data, idx, collate, batch_size),
-                "n_checkable": len(h), "exact_match": sum(h) / len(h) if h else None}
+                "n_checkable": len(h), "exact_match": sum(h) / len(h) if h else None,
+                "n_follow_up": len(f), "follow_up_exact_match": sum(f) / len(f) if f else None,
+                "repeated_3gram_share": sum(r) / len(r) if r else None,
+                "looping": sum(x > LOOP_SHARE for x in r) / len(r) if r else None}
 
-    flat = [h for v in hits.values() for h in v]
-    return {"all": summary(indices, flat),
-            "by_skill": {s: summary(idx, hits.get(s, [])) for s, idx in _group(data, indices, "skill").items()}}
+    def flat(d):
+        return [x for v in d.values() for x in v]
+
+    return {"all": summary(indices, flat(hits), flat(follow_ups), flat(repeats)),
+            "by_skill": {s: summary(idx, hits.get(s, []), follow_ups.get(s, []), repeats.get(s, []))
+                         for s, idx in _group(data, indices, "skill").items()}}
 
 
 def eval_summarize(pipe, data, indices, collate, batch_size: int) -> dict:

@@ -85,6 +85,14 @@ def normalize_answer(text: str) -> str:
     return re.sub(r"\s*[.!]+$", "", text).strip()
 
 
+def repeated_ngram_share(text: str, n: int = 3) -> float:
+    """Share of the word n-grams of `text` that repeat an earlier one: 0 for an answer that never
+    repeats itself, near 1 for one stuck in a loop ("the the the ...")."""
+    words = text.lower().split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if len(grams) > 1 else 0.0
+
+
 # --- classification -------------------------------------------------------------------------
 def top_k_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """(B, C) logits, (B,) labels -> (B,) bool: the label is among the k highest logits."""

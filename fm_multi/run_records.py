@@ -214,6 +214,7 @@ def write_report(run_dir: Path, log: RunLog, model, steps: int, wall_s: float, c
         f"- steps: {steps}", f"- wall time: {wall_s / 60:.1f} min (all sessions of the run)",
         f"- throughput: {rate}", f"- git commit: {git_commit()}", f"- hardware: {hardware(ctx)}",
         f"- parameters: {model.parameter_counts()['total']:,}",
+        *([f"- started from the weights of: {log.config['init_from']}"] if log.config.get("init_from") else []),
         f"- largest weight difference between ranks at the end: {sync:g}",
         f"- best validation loss (weighted total): {best['loss_total']:.4f} at step {best['step']} (saved in best/)", "",
         "## Validation loss", "", *_loss_table(first, last), "",

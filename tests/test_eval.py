@@ -122,6 +122,46 @@ def test_speech_error_rates_split_trained_and_heldout_voices(data):
     assert res["all"]["n"] == len(val)
 
 
+def test_repeated_ngram_share_finds_loops():
+    assert metrics.repeated_ngram_share("one two three four five") == 0.0
+    assert metrics.repeated_ngram_share("42") == 0.0
+    # "a b a b a b": 3-grams aba bab aba bab -> 2 distinct of 4
+    assert metrics.repeated_ngram_share("a b a b a b") == pytest.approx(0.5)
+    assert metrics.repeated_ngram_share("the the the the the the the") == pytest.approx(0.8)  # 1 of 5 distinct
+
+
+def test_chat_eval_scores_follow_ups_and_loops_per_skill():
+    tok = make_tokenizer()
+
+    def conv(skill, turns, answer, checkable=True):
+        messages = []
+        for q, a in turns:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        return {"messages": messages, "skill": skill, "checkable": checkable, "given": answer}
+
+    val = [conv("arithmetic", [("What is 2 + 3?", "5")], "5."),
+           conv("arithmetic", [("What is 2 + 3?", "5"), ("And if you add 3 to that?", "8")], "8"),
+           conv("arithmetic", [("What is 4 + 4?", "8"), ("And times 2?", "16")], "12"),
+           conv("definition", [("Define 'cat'.", "A small feline.")], "a cat is a cat is a cat is a cat",
+                checkable=False)]
+
+    class Pipe:
+        model = make_model(tok)
+
+        def chat(self, context, **kw):
+            return next(r["given"] for r in val if r["messages"][:len(context)] == context
+                        and len(r["messages"]) == len(context) + 1)
+
+    collate = streams.collate_fn("chat", TextCodec(tok), Pipe.model.config)
+    res = evaluate.eval_chat(Pipe(), val, list(range(len(val))), collate, 2)
+    arith = res["by_skill"]["arithmetic"]
+    assert arith["exact_match"] == pytest.approx(2 / 3) and arith["n_checkable"] == 3
+    assert arith["follow_up_exact_match"] == pytest.approx(1 / 2) and arith["n_follow_up"] == 2
+    assert arith["looping"] == 0.0
+    assert res["by_skill"]["definition"]["looping"] == 1.0 and res["by_skill"]["definition"]["exact_match"] is None
+    assert res["all"]["looping"] == pytest.approx(1 / 4) and res["all"]["n_follow_up"] == 2
+
+
 # --- the command ------------------------------------------------------------------------------
 def test_eval_command_reports_all_five_tasks(data, tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path / "ckpt")
