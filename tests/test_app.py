@@ -55,7 +55,7 @@ def checkpoint(tmp_path_factory):
 def running_app(checkpoint: Path, log_path: Path, env: dict | None = None):
     """`python app.py` configured only through the environment, as a Space starts it -> (URL, process)."""
     env = {"FM_CHECKPOINT": str(checkpoint), "GRADIO_TEMP_DIR": str(log_path.parent / "uploads"), **(env or {})}
-    with serve_bench.running_app(log_path, env=env, timeout_s=60) as (url, proc):
+    with serve_bench.running_app(log_path, env=env, timeout_s=120) as (url, proc):
         yield url, proc
 
 

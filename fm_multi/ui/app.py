@@ -109,24 +109,9 @@ def launch(demo, args, **kwargs):
                        allowed_paths=[str(EXAMPLES)], max_file_size=args.max_file_size, **kwargs)
 
 
-def cap_malloc_arenas(arenas: int = 2) -> None:
-    """Bound glibc's heap arenas for this process, unless MALLOC_ARENA_MAX already does.
-
-    gradio runs requests on a pool of up to 40 threads; glibc gives threads that allocate at the
-    same moment separate arenas (up to 8 per core), and each arena keeps the freed memory of the
-    tensors it held, so resident memory creeps up under concurrent load. Two arenas bound that
-    growth (measured in tests/test_load.py and the note of `python -m pytest -m slow`)."""
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 is M_ARENA_MAX in glibc's malloc.h
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, say): nothing to bound
-
-
 def serve(args) -> int:
+    from fm_multi.ui.memory import cap_malloc_arenas
+
     cap_malloc_arenas()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests

@@ -19,6 +19,7 @@ import gradio as gr
 
 from fm_multi.explain import LOW_PROBABILITY
 from fm_multi.pipeline import InputError
+from fm_multi.ui.memory import release_free_memory
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 DISPLAY_SIDE = 1024  # pictures drawn for display are at most this big: gradio and the overlays work per pixel
@@ -42,6 +43,8 @@ def user_errors(task: str):
     except Exception:
         log.exception("%s failed", task)
         raise gr.Error(UNEXPECTED, title=f"{task}: internal error", print_exception=False) from None
+    finally:
+        release_free_memory()  # the request's tensors are freed: hand their pages back
 
 
 def token_cap(pipeline, share: float) -> int:
