@@ -296,26 +296,41 @@ def test_two_processes_keep_identical_weights(data, tmp_path):
     assert math.isfinite(json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["loss_total"])
 
 
+def _last_train_step(run: Path) -> int:
+    try:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or a line half-written
+        return 0
+    return max([r["step"] for r in rows if r["kind"] == "train"], default=0)
+
+
 def test_five_sigkills_at_random_moments_lose_nothing(data, tmp_path):
-    """Kill the run 5 times at seeded random moments (mid-step, mid-write, before any checkpoint):
+    """Kill the run 5 times at seeded random moments: on reaching a random step, after a random
+    part of a step (so mid-step, mid-eval or mid-write). Every kill lands while the run is alive,
     every resume succeeds, no state file is ever half-written, and the end equals a straight run."""
     import random
 
-    sets = ("checkpoint_every=3", "eval_every=6", "keep_last=3")
+    sets = ("checkpoint_every=3", "eval_every=6", "keep_last=3", "log_every=1")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.time()
     subprocess.run(_cli(data, straight, 24, *sets), check=True, env=env, capture_output=True, cwd=REPO)
-    run_seconds = time.time() - started
+    step_seconds = (time.time() - started) / 24  # an overestimate: it includes start-up
     rng = random.Random(5)
-    for kill in range(5):
+    for target in sorted(rng.sample(range(2, 22), 5)):
         proc = subprocess.Popen(_cli(data, killed, 24, *sets), env=env, cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.0) * run_seconds)
+        deadline = time.time() + 120
+        while _last_train_step(killed) < target:
+            assert proc.poll() is None and time.time() < deadline, f"run ended before step {target}"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.5) * step_seconds)
+        assert proc.poll() is None, f"the kill after step {target} came too late"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         for state in (killed / "checkpoints").glob("state_*.pt"):
             torch.load(state, weights_only=True)  # every visible state file is whole
+    assert not (killed / "final").exists()
     done = subprocess.run(_cli(data, killed, 24, *sets), env=env, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     a = load_file(str(straight / "final" / "model.safetensors"))
