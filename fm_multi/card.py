@@ -118,7 +118,7 @@ def write_figures(m: dict, out: Path, run: dict | None) -> dict[str, str]:
 
 
 def build_card(checkpoint, data_dir, limit: int | None = DEFAULT_LIMIT, out=None, run_dir=None,
-               batch_size: int = 16, device=None, license: str = "apache-2.0") -> Path:
+               batch_size: int = 16, device=None, license: str = "apache-2.0", notes: str | None = None) -> Path:
     """Measure, store the temperatures, draw, and write README.md + measurements.json -> card path."""
     folder = resolve(checkpoint)
     out = Path(out) if out else folder
@@ -132,7 +132,7 @@ def build_card(checkpoint, data_dir, limit: int | None = DEFAULT_LIMIT, out=None
     info = data_info(data_dir)
     m["data"], m["run"] = info, ({**run, "rows": len(run["rows"])} if run else None)
     name = card_name(folder)
-    card = render(m, figures, info, run, name=name, license=license)
+    card = render(m, figures, info, run, name=name, license=license, notes=notes)
     write_atomic(out / "measurements.json", json.dumps(m, indent=1, default=str).encode())
     write_atomic(out / "README.md", card.encode())
     return out / "README.md"
@@ -143,8 +143,9 @@ def main(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else None
     path = build_card(args.checkpoint, args.data, args.limit or None, args.out, args.run, args.batch_size,
-                      args.device, args.license)
+                      args.device, args.license, notes)
     print(f"wrote {path}")
     return 0
 
@@ -166,4 +167,7 @@ def add_cli(sub) -> None:
                    help="CPU threads for torch (default: torch's choice); on cores shared with a training "
                         "run, 1 is often several times faster")
     p.add_argument("--license", default="apache-2.0", help="licence named in the card (default: apache-2.0)")
+    p.add_argument("--notes", default=None, metavar="FILE",
+                   help="markdown added under the quality targets: training history, what was tried, "
+                        "what would close the gaps")
     p.set_defaults(func=main)

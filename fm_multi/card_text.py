@@ -27,6 +27,37 @@ INDEX_METRICS = {"chat": [("exact_match", "exact_match", "exact match (checkable
                  "transcribe": [("cer", "cer", "CER"), ("wer", "wer", "WER")]}
 
 
+# The quality the playground aims for on the offline data's val split: (task, subset, metric,
+# higher is better, goal, what it means).
+TARGETS = [
+    ("classify", "trained_styles", "top1", True, 0.90, "classification top-1, trained art styles"),
+    ("classify", "heldout_styles", "top1", True, 0.60, "classification top-1, held-out art style"),
+    ("detect", "all", "map_50", True, 0.70, "detection mAP@0.5"),
+    ("transcribe", "trained_voices", "cer", False, 0.10, "speech CER, trained voices"),
+    ("transcribe", "heldout_voices", "cer", False, 0.25, "speech CER, held-out voices"),
+    ("summarize", "all", "rouge_l", True, 0.35, "summarization ROUGE-L (and above the lead sentence)"),
+    ("chat", "all", "exact_match", True, 0.80, "chat exact match, checkable skills"),
+]
+
+
+def target_lines(results: dict, notes: str | None) -> list[str]:
+    """Each target against the measured value, met or missed and by how much; then the notes
+    (training history, what was tried, what compute would close the gaps) when given."""
+    rows = []
+    for task, subset, metric, higher, goal, what in TARGETS:
+        value = (results.get(task, {}).get(subset) or {}).get(metric)
+        if value is None:
+            rows.append([what, f"{'>=' if higher else '<='} {goal:g}", "not measured", ""])
+            continue
+        met = value >= goal if higher else value <= goal
+        if task == "summarize":
+            met = met and value > results[task][subset].get("rouge_l_lead_sentence", 0)
+        rows.append([what, f"{'>=' if higher else '<='} {goal:g}", f"{value:.3f}",
+                     "met" if met else f"missed by {abs(goal - value):.3f}"])
+    return ["## Quality targets", "", *table(["target", "goal", "measured", ""], rows),
+            *([notes.strip(), ""] if notes else [])]
+
+
 def table(header: list[str], rows: list[list]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
             *("| " + " | ".join(str(c) for c in r) + " |" for r in rows), ""]
@@ -197,7 +228,8 @@ def run_lines(run: dict, figures: dict) -> list[str]:
     return lines + [""]
 
 
-def render(m: dict, figures: dict, info: dict, run: dict | None, name: str, license: str) -> str:
+def render(m: dict, figures: dict, info: dict, run: dict | None, name: str, license: str,
+           notes: str | None = None) -> str:
     results = m["eval"]["results"]
     metrics = {t: PRIMARY[t][0] if t != "detect" else "map_50" for t in m["robustness"]}
     limit = m["limit"] or "all"
@@ -210,6 +242,7 @@ def render(m: dict, figures: dict, info: dict, run: dict | None, name: str, lice
              INTENDED_USE, "## Limitations", "",
              "Measured on this checkpoint (details in the sections below):", "",
              *measured_limitations(results, m["robustness"], metrics), "",
+             *target_lines(results, notes),
              *architecture_lines(m["model"]), *data_lines(info),
              "## Evaluation", "",
              f"`fm-multi eval --limit {m['limit'] or 0}` on the same data prints these numbers; slices with "

@@ -174,17 +174,23 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
     eval_json, out = tmp_path / "eval.json", tmp_path / "card"
     assert cli_main(["eval", "--checkpoint", str(checkpoint), "--data", str(small_data), "--limit", str(LIMIT),
                      "--json", str(eval_json)]) == 0
+    notes = tmp_path / "notes.md"
+    notes.write_text("Trained for 3 steps; a random model.")
     assert cli_main(["card", "--checkpoint", str(checkpoint), "--data", str(small_data), "--limit", str(LIMIT),
-                     "--out", str(out)]) == 0
+                     "--out", str(out), "--notes", str(notes)]) == 0
     evaluated = json.loads(eval_json.read_text())["results"]
     measured = json.loads((out / "measurements.json").read_text())
     assert measured["eval"]["results"] == evaluated
     card = (out / "README.md").read_text()
     c = evaluated["classify"]["all"]
     assert f"| all | {c['n']} | {c['top1']:.4f} | {c['top5']:.4f} |" in card
-    for heading in ("## Intended use", "## Limitations", "## Training data", "## Evaluation", "## Worst slices",
-                    "## Calibration", "## Robustness", "model-index:"):
+    for heading in ("## Intended use", "## Limitations", "## Quality targets", "## Training data", "## Evaluation",
+                    "## Worst slices", "## Calibration", "## Robustness", "model-index:"):
         assert heading in card
+    # every target against its measurement; a random model misses them, by the measured margin
+    cer = evaluated["transcribe"]["trained_voices"]["cer"]
+    assert f"| speech CER, trained voices | <= 0.1 | {cer:.3f} | missed by {cer - 0.1:.3f} |" in card
+    assert "Trained for 3 steps; a random model." in card
     for name in ("reliability_classify.png", "robustness_classify.png", "robustness_detect.png",
                  "robustness_transcribe.png"):
         assert (out / name).stat().st_size > 1000 and f"]({name})" in card
