@@ -58,9 +58,6 @@ def run_info(run_dir) -> dict:
             key, sep, value = line[2:].partition(": ")
             if line.startswith("- ") and sep:
                 facts[key] = value
-    config = run_dir / "config.json"
-    if config.exists() and json.loads(config.read_text(encoding="utf-8")).get("init_from"):
-        facts["started from the weights of"] = json.loads(config.read_text(encoding="utf-8"))["init_from"]
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
         rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]

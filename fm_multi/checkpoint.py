@@ -115,7 +115,8 @@ def load_config(folder: Path) -> ModelConfig:
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
 
 
-def load_weights(folder: Path, model: FMMulti) -> None:
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors as a state dict; a missing or damaged file is a CheckpointError naming it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -123,9 +124,13 @@ def load_weights(folder: Path, model: FMMulti) -> None:
     if not path.exists():
         raise CheckpointError(f"{path} is missing")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+
+
+def load_weights(folder: Path, model: FMMulti) -> None:
+    path, state = folder / "model.safetensors", read_weights(folder)
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:

@@ -94,7 +94,7 @@ class RunLog:
 
     def write_config(self, spec, model_config, train_config, world_size: int) -> None:
         self.config = {"preset": spec.preset, "data": str(spec.data), "world_size": world_size,
-                       "init_from": str(spec.init_from) if getattr(spec, "init_from", None) else None,
+                       "init_from": str(spec.init_from) if spec.init_from else None,
                        "model": model_config.to_dict(), "train": train_config.to_dict()}
         if self.enabled:
             write_atomic(self.run_dir / "config.json", json.dumps(self.config, indent=2).encode())

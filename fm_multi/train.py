@@ -192,21 +192,20 @@ class Trainer:
         self.run_dir = Path(spec.out)
         self.states = StateFiles(self.run_dir / "checkpoints", keep_last=1)
         # a warm start only begins a run; once the run has a state, resuming takes precedence
-        self.warm_start = spec.init_from if spec.init_from and not (spec.resume or self.states.latest()) else None
-        base = None
-        if self.warm_start:
+        warm_folder = warm_config = None
+        if spec.init_from and not (spec.resume or self.states.latest()):
             from fm_multi.checkpoint import load_config, resolve
-            self.warm_start = resolve(self.warm_start)
-            base = load_config(self.warm_start)
+            warm_folder = resolve(spec.init_from)
+            warm_config = load_config(warm_folder)
         self.model_config, self.cfg, self.tokenizer, self.labels = resolve_config(
-            spec.preset, spec.data, self._config_file(), spec.sets, spec.max_steps, base)
+            spec.preset, spec.data, self._config_file(), spec.sets, spec.max_steps, warm_config)
         self.states.keep_last = self.cfg.keep_last
         if self.cfg.threads and self.device.type == "cpu":
             torch.set_num_threads(self.cfg.threads)
         seed_everything(self.cfg.seed)
         self.model = FMMulti(self.model_config)
-        if self.warm_start:
-            self._load_warm_start(self.warm_start)
+        if warm_folder:
+            self._load_warm_start(warm_folder, warm_config)
         self.model.to(self.device)
         distributed.broadcast_parameters(self.model, ctx)
         self.forward_model = torch.compile(self.model, dynamic=True) if self.cfg.compile else self.model
@@ -228,17 +227,14 @@ class Trainer:
             return str(saved)
         return self.spec.config_file
 
-    def _load_warm_start(self, folder: Path) -> None:
+    def _load_warm_start(self, folder: Path, config) -> None:
         """Weights from a checkpoint; optimizer, schedule and data order start afresh. The data's
         tokenizer and label lists must be the checkpoint's, or the embeddings and heads would
         silently mean something else. Tensors whose name and shape match are copied; where --set
         changed the architecture (say model.vision_stem=conv) the changed parts keep their fresh
         initialisation, and both lists are printed."""
-        from safetensors.torch import load_file
+        from fm_multi.checkpoint import load_labels, load_tokenizer, read_weights
 
-        from fm_multi.checkpoint import CheckpointError, load_config, load_labels, load_tokenizer
-
-        config = load_config(folder)
         if load_tokenizer(folder).to_str() != self.tokenizer.to_str():
             raise ValueError(f"--init-from {folder}: its tokenizer.json differs from {self.spec.data}/tokenizer; "
                              "a warm start needs the same tokenizer")
@@ -246,11 +242,7 @@ class Trainer:
         for task in ("classify", "detect"):
             if labels[task] != self.labels[task]:
                 raise ValueError(f"--init-from {folder}: its {task} labels differ from those of {self.spec.data}")
-        try:
-            saved = load_file(str(folder / "model.safetensors"))
-        except Exception as e:
-            raise CheckpointError(f"{folder / 'model.safetensors'} is corrupt or truncated ({e})") from None
-        own = self.model.state_dict()
+        saved, own = read_weights(folder), self.model.state_dict()
         copied = {k: v.to(own[k].dtype) for k, v in saved.items() if k in own and v.shape == own[k].shape}
         if not copied:
             raise ValueError(f"--init-from {folder}: no tensor matches this model's names and shapes")

@@ -351,6 +351,7 @@ def test_init_from_copies_the_weights_and_starts_a_fresh_schedule(data, tmp_path
     assert all(torch.equal(source[k], result[k]) for k in source)
     config = json.loads((warm / "config.json").read_text())
     assert config["init_from"] == str(first / "final")
+    assert f"- started from the weights of: {first / 'final'}" in (warm / "report.md").read_text()
     assert StateFiles.load(warm / "checkpoints" / "state_0000002.pt")["step"] == 2  # counted from 0, not 3
 
 
