@@ -6,8 +6,9 @@ identical files racing into that cache are part of the test). No request may fai
 resident memory at the end must stay within 10% of its value after warm-up.
 
 Warm-up is one round of every user at once, so memory is measured from a server that has already
-run all its endpoints concurrently. The server bounds glibc's malloc arenas (ui/app.py
-cap_malloc_arenas); FM_LOAD_ARENAS=16 runs the server with glibc's default on 2 cores, to compare.
+run all its endpoints concurrently. The server bounds glibc's malloc arenas and returns free pages
+after each request (fm_multi/ui/memory.py); FM_LOAD_ARENAS=16 runs the server with glibc's default
+arena count on 2 cores, to compare.
 
 The CI version runs for FM_LOAD_SECONDS (default 20 s); `python -m pytest -m slow tests/test_load.py -s`
 runs the 5-minute version and prints its figures.
