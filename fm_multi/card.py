@@ -2,6 +2,9 @@
 
     fm-multi card --checkpoint runs/small/final --data data/ --limit 200 --run runs/small
 
+A checkpoint trained in stages (each warm-started from the last with `fm-multi train --init-from`)
+takes one --run per stage, earliest first: the card lists each stage and draws one loss curve.
+
 Following "Model Cards for Model Reporting" (Mitchell et al., 2019), the card reports intended use,
 limitations, training data, and metrics broken down by the factors that matter here (art style,
 background, class, voice, text source, chat skill), not only averages. Everything in it is measured
@@ -11,7 +14,7 @@ on DATA's val split when the command runs:
   tables carry the numbers `fm-multi eval` prints;
 - calibration: temperatures (calibrate.py), stored in the checkpoint's config.json for Pipeline;
 - robustness: metric against corruption severity (robustness.py);
-- with --run, the training report's figures and a loss curve from metrics.jsonl.
+- with --run, each stage's training report figures and one loss curve from their metrics.jsonl.
 
 Written next to the card: measurements.json (every number) and the PNG figures it shows.
 """
@@ -64,6 +67,18 @@ def run_info(run_dir) -> dict:
     return {"folder": str(run_dir), "facts": facts, "rows": rows}
 
 
+def training_history(run_dirs) -> list[dict]:
+    """run_info of each stage, earliest first, each with "first_step": the steps of the stages before."""
+    stages, first_step = [], 0
+    for run_dir in run_dirs:
+        if not (Path(run_dir) / "metrics.jsonl").exists():
+            raise FileNotFoundError(f"{run_dir} is not a training run folder: it has no metrics.jsonl")
+        stage = {**run_info(run_dir), "first_step": first_step}
+        first_step += max((r["step"] for r in stage["rows"]), default=0)
+        stages.append(stage)
+    return stages
+
+
 def card_name(folder: Path) -> str:
     """fm_multi-<preset> from the training metadata in config.json, else the folder's name."""
     meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -94,7 +109,7 @@ def measure(checkpoint, data_dir, limit: int | None, batch_size: int = 16, devic
             "limit": limit, "data_dir": str(data_dir)}
 
 
-def write_figures(m: dict, out: Path, run: dict | None) -> dict[str, str]:
+def write_figures(m: dict, out: Path, stages: list[dict]) -> dict[str, str]:
     """Draw the card's PNGs into `out`; -> {figure key: file name}."""
     figures = {}
     for task, cal in m["calibration"].items():
@@ -109,27 +124,29 @@ def write_figures(m: dict, out: Path, run: dict | None) -> dict[str, str]:
         fig = plots.robustness_figure(curves, metric, f"{task}: {metric} under corrupted input",
                                       higher_is_better=metric != "cer", names=robustness.NAMES)
         figures[f"robustness_{task}"] = plots.save(fig, out / f"robustness_{task}.png").name
-    if run and run["rows"]:
-        figures["loss_curve"] = plots.save(plots.loss_figure(run["rows"]), out / "loss_curve.png").name
+    if any(stage["rows"] for stage in stages):
+        figures["loss_curve"] = plots.save(plots.loss_figure(stages), out / "loss_curve.png").name
     return figures
 
 
-def build_card(checkpoint, data_dir, limit: int | None = DEFAULT_LIMIT, out=None, run_dir=None,
+def build_card(checkpoint, data_dir, limit: int | None = DEFAULT_LIMIT, out=None, runs=(),
                batch_size: int = 16, device=None, license: str = "apache-2.0", notes: str | None = None) -> Path:
-    """Measure, store the temperatures, draw, and write README.md + measurements.json -> card path."""
+    """Measure, store the temperatures, draw, and write README.md + measurements.json -> card path.
+
+    runs: the training run folders that made the checkpoint, earliest first (one, or one per stage)."""
     folder = resolve(checkpoint)
     out = Path(out) if out else folder
     out.mkdir(parents=True, exist_ok=True)
+    stages = training_history([runs] if isinstance(runs, (str, Path)) else runs)  # fail before measuring
     m = measure(folder, data_dir, limit, batch_size, device)
     temps = {t: c["temperature"] for t, c in m["calibration"].items() if c["n"]}
     if Path(checkpoint).expanduser().is_dir():  # a local folder, not a read-only Hub cache
         calibrate.save_temperatures(folder, temps)
-    run = run_info(run_dir) if run_dir else None
-    figures = write_figures(m, out, run)
+    figures = write_figures(m, out, stages)
     info = data_info(data_dir)
-    m["data"], m["run"] = info, ({**run, "rows": len(run["rows"])} if run else None)
+    m["data"], m["training"] = info, [{**stage, "rows": len(stage["rows"])} for stage in stages]
     name = card_name(folder)
-    card = render(m, figures, info, run, name=name, license=license, notes=notes)
+    card = render(m, figures, info, stages, name=name, license=license, notes=notes)
     write_atomic(out / "measurements.json", json.dumps(m, indent=1, default=str).encode())
     write_atomic(out / "README.md", card.encode())
     return out / "README.md"
@@ -141,7 +158,7 @@ def main(args) -> int:
 
         torch.set_num_threads(args.threads)
     notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else None
-    path = build_card(args.checkpoint, args.data, args.limit or None, args.out, args.run, args.batch_size,
+    path = build_card(args.checkpoint, args.data, args.limit or None, args.out, args.run or (), args.batch_size,
                       args.device, args.license, notes)
     print(f"wrote {path}")
     return 0
@@ -157,7 +174,9 @@ def add_cli(sub) -> None:
                         "0 = all)")
     p.add_argument("--out", default=None,
                    help="folder for README.md, measurements.json and the figures (default: the checkpoint)")
-    p.add_argument("--run", default=None, help="training run folder: adds its report and loss curve")
+    p.add_argument("--run", action="append", default=None, metavar="RUN",
+                   help="training run folder: adds its report and loss curve; for a checkpoint trained in "
+                        "stages (--init-from), one --run per stage, earliest first")
     p.add_argument("--batch-size", type=int, default=16, help="batch size of the batched tasks")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--threads", type=int, default=0,

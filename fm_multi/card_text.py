@@ -220,15 +220,24 @@ def data_lines(info: dict) -> list[str]:
     return lines + [""]
 
 
-def run_lines(run: dict, figures: dict) -> list[str]:
-    lines = ["## Training run", "", f"From `{run['folder']}` (report.md and metrics.jsonl).", ""]
-    lines += [f"- {k}: {v}" for k, v in run["facts"].items()]
+def run_lines(stages: list[dict], figures: dict) -> list[str]:
+    """The training section: each stage's report facts (one stage: no sub-headings), then the curve."""
+    lines = ["## Training run", ""]
+    if len(stages) > 1:
+        lines += [f"{len(stages)} stages, each started from the weights of the one before (`fm-multi train "
+                  "--init-from`); the loss curve joins them, with the steps counted from the first stage.", ""]
+    for k, stage in enumerate(stages, 1):
+        if len(stages) > 1:
+            lines += [f"### Stage {k} (steps {stage['first_step']:,} onwards)", ""]
+        lines += [f"From `{stage['folder']}` (report.md and metrics.jsonl).", ""]
+        lines += [f"- {key}: {value}" for key, value in stage["facts"].items()]
+        lines += [""]
     if "loss_curve" in figures:
-        lines += ["", f"![loss curve]({figures['loss_curve']})"]
-    return lines + [""]
+        lines += [f"![loss curve]({figures['loss_curve']})", ""]
+    return lines
 
 
-def render(m: dict, figures: dict, info: dict, run: dict | None, name: str, license: str,
+def render(m: dict, figures: dict, info: dict, stages: list[dict], name: str, license: str,
            notes: str | None = None) -> str:
     results = m["eval"]["results"]
     metrics = {t: PRIMARY[t][0] if t != "detect" else "map_50" for t in m["robustness"]}
@@ -258,9 +267,9 @@ def render(m: dict, figures: dict, info: dict, run: dict | None, name: str, lice
         lines += [f"No slice reaches {MIN_SLICE_N} examples at this --limit for: {', '.join(too_small)} "
                   "(their tables above list every member).", ""]
     lines += calibration_lines(m["calibration"], figures) + robustness_lines(m["robustness"], figures, metrics)
-    if run:
-        lines += run_lines(run, figures)
+    if stages:
+        lines += run_lines(stages, figures)
     common = f"--checkpoint CHECKPOINT --data {m['data_dir']} --limit {m['limit'] or 0}"
     lines += ["## Reproduce", "", "```bash", f"fm-multi eval {common} --json eval.json",
-              f"fm-multi card {common}" + (f" --run {run['folder']}" if run else ""), "```", ""]
+              f"fm-multi card {common}" + "".join(f" --run {stage['folder']}" for stage in stages), "```", ""]
     return "\n".join(lines)

@@ -8,7 +8,7 @@ a PNG; nothing here computes a measurement.
   character, coloured by its probability).
 - reliability_figure: the reliability diagram of Guo et al. (2017), before and after scaling.
 - robustness_figure: one metric against corruption severity, a panel per corruption.
-- loss_figure: training and validation losses from a run's metrics.jsonl.
+- loss_figure: training and validation losses per task, across a checkpoint's training stages.
 """
 from __future__ import annotations
 
@@ -104,22 +104,26 @@ def robustness_figure(curves: dict[str, list[dict]], metric: str, title: str, hi
     return fig
 
 
-def loss_figure(rows: list[dict]):
-    """metrics.jsonl rows -> per-task training losses and the weighted validation total, by step."""
-    fig = _figure(9.0, 3.6)
-    train = [r for r in rows if r.get("kind") == "train"]
-    val = [r for r in rows if r.get("kind") == "val"]
-    ax = fig.add_subplot(1, 2, 1)
-    for key in sorted({k for r in train for k in r if k.startswith("loss_")}):
-        points = [(r["step"], r[key]) for r in train if key in r]
-        ax.plot(*zip(*points), label=key[5:], linewidth=1)
-    ax.set(xlabel="step", ylabel="training loss", title="training loss per task")
-    ax.legend(fontsize=8)
-    ax = fig.add_subplot(1, 2, 2)
-    points = [(r["step"], r["loss_total"]) for r in val if "loss_total" in r]
-    if points:
-        ax.plot(*zip(*points), "o-", color="#c44e52")
-    ax.set(xlabel="step", ylabel="validation loss (weighted total)", title="validation loss")
-    for a in fig.axes:
-        a.grid(alpha=0.3)
+def loss_figure(stages: list[dict]):
+    """Training stages ({"rows": metrics.jsonl rows, "first_step": steps before it}) -> training loss
+    and validation loss per task against the step counted from the first stage; a dashed line marks
+    where each later stage started from the weights of the one before."""
+    fig = _figure(10.0, 3.8)
+    panels = [(fig.add_subplot(1, 2, 1), "train", "training loss per task", "-"),
+              (fig.add_subplot(1, 2, 2), "val", "validation loss per task", "o-")]
+    tasks = sorted({k for st in stages for r in st["rows"] for k in r if k.startswith("loss_") and k != "loss_total"})
+    colours = {t: f"C{i}" for i, t in enumerate(tasks)}
+    for ax, kind, title, style in panels:
+        for key in tasks:
+            for k, st in enumerate(stages):
+                points = [(st["first_step"] + r["step"], r[key]) for r in st["rows"]
+                          if r.get("kind") == kind and key in r]
+                if points:
+                    ax.plot(*zip(*points), style, color=colours[key], label=key[5:] if k == 0 else None,
+                            linewidth=1, markersize=3)
+        for st in stages[1:]:
+            ax.axvline(st["first_step"], color="grey", linestyle="--", linewidth=0.8)
+        ax.set(xlabel="step" + (" (all stages)" if len(stages) > 1 else ""), ylabel="loss", title=title)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     return fig

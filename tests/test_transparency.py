@@ -176,8 +176,9 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
                      "--json", str(eval_json)]) == 0
     notes = tmp_path / "notes.md"
     notes.write_text("Trained for 3 steps; a random model.")
+    stages = [_stage_folder(tmp_path / "stage1", 40, None), _stage_folder(tmp_path / "stage2", 30, "stage1/final")]
     assert cli_main(["card", "--checkpoint", str(checkpoint), "--data", str(small_data), "--limit", str(LIMIT),
-                     "--out", str(out), "--notes", str(notes)]) == 0
+                     "--out", str(out), "--notes", str(notes), "--run", str(stages[0]), "--run", str(stages[1])]) == 0
     evaluated = json.loads(eval_json.read_text())["results"]
     measured = json.loads((out / "measurements.json").read_text())
     assert measured["eval"]["results"] == evaluated
@@ -195,6 +196,13 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
                  "robustness_transcribe.png"):
         assert (out / name).stat().st_size > 1000 and f"]({name})" in card
     assert "classify" in json.loads((checkpoint / "config.json").read_text())["calibration"]
+    # the training stages, in order, each with its report; one loss curve across both
+    assert "### Stage 1 (steps 0 onwards)" in card and "### Stage 2 (steps 40 onwards)" in card
+    assert card.index("- steps: 40") < card.index("- started from the weights of: stage1/final")
+    assert (out / "loss_curve.png").stat().st_size > 1000 and "](loss_curve.png)" in card
+    assert f"--run {stages[0]} --run {stages[1]}" in card
+    assert [(s["folder"], s["first_step"], s["rows"]) for s in measured["training"]] == [
+        (str(stages[0]), 0, 5), (str(stages[1]), 40, 4)]
     # slices: every breakdown the data allows
     assert {"by_style", "by_class", "by_background"} <= set(evaluated["classify"])
     assert "by_source" in evaluated["transcribe"] and "by_source" in evaluated["summarize"]
@@ -207,6 +215,26 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
         assert all(0 <= p[metric] for ps in curves.values() for p in ps)
         assert all(p[metric] == evaluated[task]["all"][metric] for c, ps in curves.items() for p in ps
                    if p["severity"] == robustness.CLEAN[c])
+
+
+def _stage_folder(folder, steps: int, init_from: str | None):
+    """A run folder as `fm-multi train` leaves it: report.md facts and metrics.jsonl, every 10 steps."""
+    folder.mkdir()
+    facts = [f"- steps: {steps}"] + ([f"- started from the weights of: {init_from}"] if init_from else [])
+    (folder / "report.md").write_text("# Training report\n\n" + "\n".join(facts) + "\n\n## Validation loss\n")
+    rows = [{"step": 0, "kind": "val", "loss_chat": 5.0, "loss_classify": 4.0, "loss_total": 9.0}]
+    rows += [{"step": s, "kind": "train", "loss_chat": 5.0 - s / 100, "loss_classify": 4.0 - s / 50}
+             for s in range(10, steps + 1, 10)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_card_refuses_a_run_folder_without_metrics(checkpoint, small_data, tmp_path):
+    from fm_multi.card import build_card
+
+    with pytest.raises(FileNotFoundError, match="not a training run folder"):
+        build_card(checkpoint, small_data, limit=LIMIT, out=tmp_path / "card", runs=[tmp_path])
+    assert not (tmp_path / "card" / "README.md").exists()
 
 
 def test_detection_slices_on_exact_boxes(small_data):
