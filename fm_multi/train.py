@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from fm_multi import distributed, streams
+from fm_multi.checkpoint import write_atomic
 from fm_multi.config import TASK_NAMES, ModelConfig, TrainConfig, preset, train_preset
 from fm_multi.model import FMMulti
 from fm_multi.run_records import RunLog, StateFiles, write_report
@@ -84,9 +85,11 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
-def resolve_config(preset_name: str, data_dir, config_file=None, sets=(), max_steps=None, base_model=None):
+def resolve_config(preset_name: str, data_dir, config_file=None, sets=(), max_steps=None, base_model=None,
+                   tokenizer_file=None):
     """Preset (or base_model, the config of a warm-start checkpoint) -> JSON file -> --set overrides
-    -> --max-steps; sizes that the data fixes come last."""
+    -> --max-steps; sizes that the data fixes come last. The vocabulary is the data's tokenizer, or
+    `tokenizer_file` where given (a warm start's or a resumed run's)."""
     from fm_multi.data.loaders import load_labels
     from tokenizers import Tokenizer
 
@@ -101,7 +104,7 @@ def resolve_config(preset_name: str, data_dir, config_file=None, sets=(), max_st
     if max_steps is not None:
         train["max_steps"] = max_steps
     labels = load_labels(data_dir)
-    tokenizer_file = Path(data_dir) / "tokenizer" / "tokenizer.json"
+    tokenizer_file = Path(tokenizer_file or Path(data_dir) / "tokenizer" / "tokenizer.json")
     if not tokenizer_file.exists():
         raise FileNotFoundError(f"{tokenizer_file} is missing; is {data_dir} a `fm-multi data build` folder?")
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -198,7 +201,8 @@ class Trainer:
             warm_folder = resolve(spec.init_from)
             warm_config = load_config(warm_folder)
         self.model_config, self.cfg, self.tokenizer, self.labels = resolve_config(
-            spec.preset, spec.data, self._config_file(), spec.sets, spec.max_steps, warm_config)
+            spec.preset, spec.data, self._config_file(), spec.sets, spec.max_steps, warm_config,
+            self._tokenizer_file(warm_folder))
         self.states.keep_last = self.cfg.keep_last
         if self.cfg.threads and self.device.type == "cpu":
             torch.set_num_threads(self.cfg.threads)
@@ -219,6 +223,8 @@ class Trainer:
         self._restore()
         self._build_data()
         self.log = RunLog(self.run_dir, self.step, enabled=ctx.is_main)
+        if ctx.is_main:  # the run's vocabulary, for resuming it whatever becomes of the data or the source
+            write_atomic(self.run_dir / "tokenizer.json", self.tokenizer.to_str().encode())
 
     def _config_file(self) -> str | None:
         """A resumed run continues with its own config.json (--set and --max-steps still apply)."""
@@ -227,17 +233,32 @@ class Trainer:
             return str(saved)
         return self.spec.config_file
 
-    def _load_warm_start(self, folder: Path, config) -> None:
-        """Weights from a checkpoint; optimizer, schedule and data order start afresh. The data's
-        tokenizer and label lists must be the checkpoint's, or the embeddings and heads would
-        silently mean something else. Tensors whose name and shape match are copied; where --set
-        changed the architecture (say model.vision_stem=conv) the changed parts keep their fresh
-        initialisation, and both lists are printed."""
-        from fm_multi.checkpoint import load_labels, load_tokenizer, read_weights
+    def _tokenizer_file(self, warm_folder: Path | None) -> Path | None:
+        """The text vocabulary: a warm start keeps its checkpoint's (its embeddings were trained on
+        those ids; the data's text is raw, so it is encoded with them), a resumed run its own copy,
+        a fresh run the data's (None)."""
+        own = self.run_dir / "tokenizer.json"
+        if warm_folder:
+            return warm_folder / "tokenizer.json"
+        if own.exists() and (self.spec.resume or self.states.latest()):
+            return own
+        return None
 
-        if load_tokenizer(folder).to_str() != self.tokenizer.to_str():
-            raise ValueError(f"--init-from {folder}: its tokenizer.json differs from {self.spec.data}/tokenizer; "
-                             "a warm start needs the same tokenizer")
+    def _load_warm_start(self, folder: Path, config) -> None:
+        """Weights from a checkpoint; optimizer, schedule and data order start afresh. The run uses
+        the checkpoint's tokenizer (see _tokenizer_file); its label lists must be the data's, or the
+        heads would silently mean other classes. Tensors whose name and shape match are copied;
+        where --set changed the architecture (say model.vision_stem=conv) the changed parts keep
+        their fresh initialisation, and both lists are printed."""
+        from fm_multi.checkpoint import load_labels, read_weights
+
+        from tokenizers import Tokenizer
+
+        data_tokenizer = Path(self.spec.data) / "tokenizer" / "tokenizer.json"
+        if self.ctx.is_main and data_tokenizer.exists() and \
+                Tokenizer.from_file(str(data_tokenizer)).to_str() != self.tokenizer.to_str():
+            print(f"note: {data_tokenizer} differs from the tokenizer of {folder}; the run encodes the data's "
+                  "text with the checkpoint's tokenizer", file=sys.stderr)
         labels = load_labels(folder, config)
         for task in ("classify", "detect"):
             if labels[task] != self.labels[task]:
@@ -427,6 +448,6 @@ def add_cli(sub) -> None:
                    help="resume from this state file (default: the latest in OUT/checkpoints, if any)")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from the weights of this checkpoint folder or Hub id (fine-tuning); its model "
-                        "config replaces the preset's, the optimizer and schedule start afresh. Ignored "
-                        "once OUT holds a state to resume")
+                        "config replaces the preset's, its tokenizer encodes the data's text, the optimizer "
+                        "and schedule start afresh. Ignored once OUT holds a state to resume")
     p.set_defaults(func=main)

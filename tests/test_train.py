@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -368,6 +369,31 @@ def test_init_from_with_a_changed_stem_copies_everything_else(data, tmp_path, ca
     shared = [k for k in source if not k.startswith("vision.to_patches")]
     assert len(shared) >= 40 and all(torch.equal(source[k], result[k]) for k in shared)
     assert json.loads((warm / "final" / "config.json").read_text())["model_config"]["vision_stem"] == "conv"
+
+
+def test_init_from_keeps_the_checkpoints_tokenizer_when_the_data_has_another(data, tmp_path, capsys):
+    """Data built on another machine has another BPE vocabulary; fine-tuning encodes its text with
+    the checkpoint's, and so does the run when it resumes."""
+    from fm_multi.data.tokenizer import train_tokenizer
+
+    first = tmp_path / "first"
+    train(spec(data, first, 1, "eval_every=100"))
+    other = tmp_path / "other_data"
+    shutil.copytree(data, other)
+    train_tokenizer(["another corpus, another machine: " + w for w in ("apt", "dpkg", "man", "sox")] * 50,
+                    280).save(str(other / "tokenizer" / "tokenizer.json"))
+    source = (first / "final" / "tokenizer.json").read_text()
+    warm = tmp_path / "warm"
+    s = spec(other, warm, 2, "eval_every=100", "checkpoint_every=1")
+    train(RunSpec(**{**s.__dict__, "init_from": str(first / "final")}))
+    assert "differs from the tokenizer of" in capsys.readouterr().err
+    assert (warm / "final" / "tokenizer.json").read_text() == source
+    assert json.loads((warm / "final" / "config.json").read_text())["model_config"]["vocab_size"] == \
+        json.loads((first / "final" / "config.json").read_text())["model_config"]["vocab_size"]
+    (first / "final" / "tokenizer.json").unlink()  # the source is gone; the run keeps its own copy
+    train(RunSpec(**{**spec(other, warm, 3, "eval_every=100").__dict__, "init_from": str(first / "final")}))
+    assert StateFiles.load(warm / "checkpoints" / "state_0000003.pt")["step"] == 3
+    assert (warm / "final" / "tokenizer.json").read_text() == source
 
 
 def test_init_from_refuses_a_checkpoint_with_other_labels(data, tmp_path):
