@@ -54,16 +54,17 @@ def data_info(data_dir) -> dict:
 def run_info(run_dir) -> dict:
     """The "- key: value" lines of a run's report.md and its metrics.jsonl rows."""
     run_dir = Path(run_dir)
-    facts, rows = {}, []
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        raise FileNotFoundError(f"{run_dir} is not a training run folder: it has no metrics.jsonl")
+    facts = {}
     report = run_dir / "report.md"
     if report.exists():
         for line in report.read_text(encoding="utf-8").split("\n## ", 1)[0].splitlines():
             key, sep, value = line[2:].partition(": ")
             if line.startswith("- ") and sep:
                 facts[key] = value
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {"folder": str(run_dir), "facts": facts, "rows": rows}
 
 
@@ -71,8 +72,6 @@ def training_history(run_dirs) -> list[dict]:
     """run_info of each stage, earliest first, each with "first_step": the steps of the stages before."""
     stages, first_step = [], 0
     for run_dir in run_dirs:
-        if not (Path(run_dir) / "metrics.jsonl").exists():
-            raise FileNotFoundError(f"{run_dir} is not a training run folder: it has no metrics.jsonl")
         stage = {**run_info(run_dir), "first_step": first_step}
         first_step += max((r["step"] for r in stage["rows"]), default=0)
         stages.append(stage)

@@ -115,12 +115,13 @@ def loss_figure(stages: list[dict]):
     colours = {t: f"C{i}" for i, t in enumerate(tasks)}
     for ax, kind, title, style in panels:
         for key in tasks:
-            for k, st in enumerate(stages):
+            label = key[5:]  # on the first stage that has the task, so the legend names it once
+            for st in stages:
                 points = [(st["first_step"] + r["step"], r[key]) for r in st["rows"]
                           if r.get("kind") == kind and key in r]
                 if points:
-                    ax.plot(*zip(*points), style, color=colours[key], label=key[5:] if k == 0 else None,
-                            linewidth=1, markersize=3)
+                    ax.plot(*zip(*points), style, color=colours[key], label=label, linewidth=1, markersize=3)
+                    label = None
         for st in stages[1:]:
             ax.axvline(st["first_step"], color="grey", linestyle="--", linewidth=0.8)
         ax.set(xlabel="step" + (" (all stages)" if len(stages) > 1 else ""), ylabel="loss", title=title)

@@ -194,9 +194,10 @@ class Trainer:
         self.spec, self.ctx, self.device = spec, ctx, ctx.device
         self.run_dir = Path(spec.out)
         self.states = StateFiles(self.run_dir / "checkpoints", keep_last=1)
+        self.resuming = bool(spec.resume or self.states.latest())
         # a warm start only begins a run; once the run has a state, resuming takes precedence
         warm_folder = warm_config = None
-        if spec.init_from and not (spec.resume or self.states.latest()):
+        if spec.init_from and not self.resuming:
             from fm_multi.checkpoint import load_config, resolve
             warm_folder = resolve(spec.init_from)
             warm_config = load_config(warm_folder)
@@ -229,7 +230,7 @@ class Trainer:
     def _config_file(self) -> str | None:
         """A resumed run continues with its own config.json (--set and --max-steps still apply)."""
         saved = self.run_dir / "config.json"
-        if self.spec.config_file is None and saved.exists() and (self.spec.resume or self.states.latest()):
+        if self.spec.config_file is None and saved.exists() and self.resuming:
             return str(saved)
         return self.spec.config_file
 
@@ -240,7 +241,7 @@ class Trainer:
         own = self.run_dir / "tokenizer.json"
         if warm_folder:
             return warm_folder / "tokenizer.json"
-        if own.exists() and (self.spec.resume or self.states.latest()):
+        if own.exists() and self.resuming:
             return own
         return None
 
@@ -250,9 +251,9 @@ class Trainer:
         heads would silently mean other classes. Tensors whose name and shape match are copied;
         where --set changed the architecture (say model.vision_stem=conv) the changed parts keep
         their fresh initialisation, and both lists are printed."""
-        from fm_multi.checkpoint import load_labels, read_weights
-
         from tokenizers import Tokenizer
+
+        from fm_multi.checkpoint import load_labels, read_weights
 
         data_tokenizer = Path(self.spec.data) / "tokenizer" / "tokenizer.json"
         if self.ctx.is_main and data_tokenizer.exists() and \
