@@ -248,13 +248,19 @@ class Trainer:
     def _load_warm_start(self, folder: Path, config) -> None:
         """Weights from a checkpoint; optimizer, schedule and data order start afresh. The run uses
         the checkpoint's tokenizer (see _tokenizer_file); its label lists must be the data's, or the
-        heads would silently mean other classes. Tensors whose name and shape match are copied;
-        where --set changed the architecture (say model.vision_stem=conv) the changed parts keep
-        their fresh initialisation, and both lists are printed."""
+        heads would silently mean other classes. A checkpoint from before digits were split one by
+        one gets the current pre-tokenizer (same ids, see data.tokenizer.split_digits). Tensors
+        whose name and shape match are copied; where --set changed the architecture (say
+        model.vision_stem=conv) the changed parts keep their fresh initialisation, and both lists
+        are printed."""
         from tokenizers import Tokenizer
 
         from fm_multi.checkpoint import load_labels, read_weights
+        from fm_multi.data.tokenizer import split_digits
 
+        if split_digits(self.tokenizer) and self.ctx.is_main:
+            print(f"note: the tokenizer of {folder} now reads numbers digit by digit (same vocabulary)",
+                  file=sys.stderr)
         data_tokenizer = Path(self.spec.data) / "tokenizer" / "tokenizer.json"
         if self.ctx.is_main and data_tokenizer.exists() and \
                 Tokenizer.from_file(str(data_tokenizer)).to_str() != self.tokenizer.to_str():

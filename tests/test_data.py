@@ -137,6 +137,14 @@ def test_train_tokenizer_in_memory():
         assert tok.decode(tok.encode(text).ids, skip_special_tokens=False) == text
 
 
+def test_tokenizer_reads_numbers_digit_by_digit():
+    tok = train_tokenizer(["pay 1995 or 2026 by 12:30, room 404"] * 100, vocab_size=300)
+    pieces = [tok.decode([i]) for i in tok.encode("What is 895 + 1234? 2129").ids]
+    assert [p for p in pieces if p.strip().isdigit()] == list("89512342129")
+    assert not any(len(t.lstrip("Ġ")) > 1 and t.lstrip("Ġ").isdigit() for t in tok.get_vocab())
+    assert tok.decode(tok.encode("v2.0 costs 1,250 $").ids) == "v2.0 costs 1,250 $"
+
+
 def test_summarize_and_chat_splits(small_data):
     text = need(small_data, "text")
     summ = {s: loaders.SummarizeDataset(small_data, s) for s in ("train", "val")}

@@ -153,6 +153,40 @@ def test_classification_crops_keep_the_label_and_most_of_the_picture():
         assert label == 7 and out.size[0] * out.size[1] >= 0.69 * 128 * 128
 
 
+def test_classification_colour_changes_are_varied_and_keep_the_shape():
+    import random
+
+    img = Image.new("RGB", (64, 64), (250, 250, 250))
+    img.paste((200, 30, 30), (16, 16, 48, 48))
+    outs = [streams.jitter_colour(img, random.Random(s)) for s in range(60)]
+    assert all(o.size == img.size for o in outs)
+    assert len({o.getpixel((32, 32)) for o in outs}) > 30                 # many different colours
+    grey = [o for o in outs if len(set(o.getpixel((32, 32)))) == 1]
+    assert 0 < len(grey) < 20                                              # grey now and then
+    for o in outs:                                                         # the square stays a square
+        inside, outside = sum(o.getpixel((32, 32))), sum(o.getpixel((4, 4)))
+        assert inside != outside
+    assert streams.jitter_colour(img, random.Random(5)).tobytes() == outs[5].tobytes()   # seeded
+
+
+def test_speech_augmentation_changes_speed_and_keeps_the_transcript():
+    import random
+
+    import numpy as np
+
+    audio = np.sin(np.arange(32000) * 2 * np.pi * 440 / 16000).astype(np.float32)
+    item = {"audio": audio, "text": "one two three", "speaker": "flite_kal"}
+    outs = [streams.augment_speech(item, random.Random(s)) for s in range(30)]
+    lengths = [len(o["audio"]) for o in outs]
+    assert all(32000 / 1.1 - 1 <= n <= 32000 / 0.9 + 1 for n in lengths) and len(set(lengths)) > 20
+    assert all(o["text"] == "one two three" and o["speaker"] == "flite_kal" for o in outs)
+    assert all(o["audio"].dtype == np.float32 for o in outs)
+    silenced = [o for o in outs if (np.abs(o["audio"][1:]) + np.abs(o["audio"][:-1]) == 0).sum() > 1000]
+    assert 0 < len(silenced) < 30                                          # masks, not always
+    assert np.array_equal(streams.augment_speech(item, random.Random(3))["audio"], outs[3]["audio"])
+    assert item["audio"] is audio and len(audio) == 32000                  # the input is untouched
+
+
 def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
     import random
 
@@ -394,6 +428,22 @@ def test_init_from_keeps_the_checkpoints_tokenizer_when_the_data_has_another(dat
     train(RunSpec(**{**spec(other, warm, 3, "eval_every=100").__dict__, "init_from": str(first / "final")}))
     assert StateFiles.load(warm / "checkpoints" / "state_0000003.pt")["step"] == 3
     assert (warm / "final" / "tokenizer.json").read_text() == source
+
+
+def test_init_from_a_checkpoint_that_split_numbers_by_bpe_reads_them_digit_by_digit(data, tmp_path, capsys):
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    first = tmp_path / "first"
+    train(spec(data, first, 1, "eval_every=100"))
+    old = Tokenizer.from_file(str(first / "final" / "tokenizer.json"))
+    old.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)   # as checkpoints had it
+    old.save(str(first / "final" / "tokenizer.json"))
+    warm = tmp_path / "warm"
+    train(RunSpec(**{**spec(data, warm, 2, "eval_every=100").__dict__, "init_from": str(first / "final")}))
+    assert "reads numbers digit by digit" in capsys.readouterr().err
+    new = Tokenizer.from_file(str(warm / "final" / "tokenizer.json"))
+    assert new.get_vocab() == old.get_vocab()
+    assert [new.decode([i]) for i in new.encode("12345").ids] == list("12345")
 
 
 def test_init_from_refuses_a_checkpoint_with_other_labels(data, tmp_path):
