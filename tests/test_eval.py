@@ -65,6 +65,12 @@ def test_coco_map_is_one_for_exact_boxes_and_lower_for_loose_ones(data):
     wrong_class = [{**d, "category_id": d["category_id"] % len(CLASSES) + 1} for d in exact]
     assert metrics.coco_map(str(ann), wrong_class, ids)["map_50"] == 0.0
     assert metrics.coco_map(str(ann), [], ids)["map_50"] == 0.0
+    # with the labels ignored, right places score whatever their class; loose boxes still lose at .75+
+    assert metrics.coco_map_any_class(str(ann), wrong_class, ids)["map_50"] == pytest.approx(1.0)
+    assert metrics.coco_map_any_class(str(ann), loose, ids)["map_50_95"] < 0.8
+    shifted = [{**d, "bbox": [d["bbox"][0] + d["bbox"][2], *d["bbox"][1:]]} for d in exact]   # IoU 0
+    assert metrics.coco_map_any_class(str(ann), shifted, ids)["map_50"] == 0.0
+    assert metrics.coco_map_any_class(str(ann), [], ids)["map_50"] == 0.0
 
 
 # --- seen vs unseen splits, with stand-in models that are right exactly where we say --------------
