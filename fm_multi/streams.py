@@ -11,9 +11,8 @@ Augmentation (train split only): classification pictures get a random crop of 70
 area, a horizontal flip and colour changes (brightness, contrast, saturation; sometimes flat
 posterised colours or grey), detection scenes a horizontal flip (boxes mirrored with them), speech
 clips a speed change of 0.9-1.1x and up to two short silences (SpecAugment's time masks, on the
-waveform). The
-classify set has ~100 pictures per class in three drawing styles, which a ViT from scratch memorises
-without it; the colour changes push it towards shapes, which carry over to a style it never saw.
+waveform). The classify set has ~100 pictures per class in three drawing styles, which a ViT from
+scratch memorises without it; the colour changes push it towards shapes, which carry over to a style it never saw.
 The speech clips were augmented once when the data was built; a new change each epoch keeps the
 CTC head from learning the 6,000 clips by heart.
 """

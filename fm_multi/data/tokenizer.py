@@ -3,8 +3,9 @@
 Bytes are the base alphabet, so any Unicode string encodes and decode(encode(x)) == x. There is no
 normaliser and no added prefix space, which would break that round trip. Every digit is a token of its
 own: BPE would otherwise cut numbers wherever its merges happen to fall ("895" -> "8" "95", "2129" ->
-"2" "12" "9"), and arithmetic and counting answers would have no consistent digits to work with. The special tokens come
-first, at fixed ids, because the model and the chat/summarize templates refer to them by id.
+"2" "12" "9"), and arithmetic and counting answers would have no consistent digits to work with.
+The special tokens come first, at fixed ids, because the model and the chat/summarize templates
+refer to them by id.
 """
 
 import json
