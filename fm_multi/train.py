@@ -40,6 +40,7 @@ import torch
 from fm_multi import distributed, streams
 from fm_multi.checkpoint import write_atomic
 from fm_multi.config import TASK_NAMES, ModelConfig, TrainConfig, preset, train_preset
+from fm_multi.data.tokenizer import split_digits
 from fm_multi.model import FMMulti
 from fm_multi.run_records import RunLog, StateFiles, write_report
 
@@ -204,6 +205,11 @@ class Trainer:
         self.model_config, self.cfg, self.tokenizer, self.labels = resolve_config(
             spec.preset, spec.data, self._config_file(), spec.sets, spec.max_steps, warm_config,
             self._tokenizer_file(warm_folder))
+        # a run that begins (fresh or warm) reads numbers digit by digit even when its tokenizer
+        # predates that split (same ids); a resumed run keeps its own copy as it is
+        if not self.resuming and split_digits(self.tokenizer) and ctx.is_main:
+            print(f"note: the tokenizer of {warm_folder or Path(spec.data) / 'tokenizer'} now reads numbers "
+                  "digit by digit (same vocabulary)", file=sys.stderr)
         self.states.keep_last = self.cfg.keep_last
         if self.cfg.threads and self.device.type == "cpu":
             torch.set_num_threads(self.cfg.threads)
@@ -248,19 +254,13 @@ class Trainer:
     def _load_warm_start(self, folder: Path, config) -> None:
         """Weights from a checkpoint; optimizer, schedule and data order start afresh. The run uses
         the checkpoint's tokenizer (see _tokenizer_file); its label lists must be the data's, or the
-        heads would silently mean other classes. A checkpoint from before digits were split one by
-        one gets the current pre-tokenizer (same ids, see data.tokenizer.split_digits). Tensors
-        whose name and shape match are copied; where --set changed the architecture (say
-        model.vision_stem=conv) the changed parts keep their fresh initialisation, and both lists
-        are printed."""
+        heads would silently mean other classes. Tensors whose name and shape match are copied;
+        where --set changed the architecture (say model.vision_stem=conv) the changed parts keep
+        their fresh initialisation, and both lists are printed."""
         from tokenizers import Tokenizer
 
         from fm_multi.checkpoint import load_labels, read_weights
-        from fm_multi.data.tokenizer import split_digits
 
-        if split_digits(self.tokenizer) and self.ctx.is_main:
-            print(f"note: the tokenizer of {folder} now reads numbers digit by digit (same vocabulary)",
-                  file=sys.stderr)
         data_tokenizer = Path(self.spec.data) / "tokenizer" / "tokenizer.json"
         if self.ctx.is_main and data_tokenizer.exists() and \
                 Tokenizer.from_file(str(data_tokenizer)).to_str() != self.tokenizer.to_str():

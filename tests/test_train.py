@@ -446,6 +446,24 @@ def test_init_from_a_checkpoint_that_split_numbers_by_bpe_reads_them_digit_by_di
     assert [new.decode([i]) for i in new.encode("12345").ids] == list("12345")
 
 
+def test_a_fresh_run_on_data_whose_tokenizer_merged_digits_reads_them_one_by_one(data, tmp_path, capsys):
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    old_data = tmp_path / "old_data"
+    shutil.copytree(data, old_data)
+    old = Tokenizer.from_file(str(old_data / "tokenizer" / "tokenizer.json"))
+    old.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)      # as builds had it
+    old.save(str(old_data / "tokenizer" / "tokenizer.json"))
+    run = tmp_path / "run"
+    train(spec(old_data, run, 1, "eval_every=100"))
+    assert "reads numbers digit by digit" in capsys.readouterr().err
+    new = Tokenizer.from_file(str(run / "final" / "tokenizer.json"))
+    assert new.get_vocab() == old.get_vocab()
+    assert [new.decode([i]) for i in new.encode("2129").ids] == list("2129")
+    train(spec(old_data, run, 2, "eval_every=100"))                           # resuming: no second note
+    assert "reads numbers digit by digit" not in capsys.readouterr().err
+
+
 def test_init_from_refuses_a_checkpoint_with_other_labels(data, tmp_path):
     first = tmp_path / "first"
     train(spec(data, first, 1, "eval_every=100"))
