@@ -202,7 +202,8 @@ def _loss_table(first: dict, last: dict) -> list[str]:
     return lines
 
 
-def write_report(run_dir: Path, log: RunLog, model, steps: int, wall_s: float, ctx, sync: float) -> Path:
+def write_report(run_dir: Path, log: RunLog, model, steps: int, wall_s: float, ctx, sync: float,
+                 precision: str = "fp32") -> Path:
     vals, t = log.rows("val"), log.totals
     first, last = (vals[0], vals[-1]) if vals else ({}, {})
     best = min(vals, key=lambda r: r["loss_total"]) if vals else {"loss_total": float("nan"), "step": "-"}
@@ -213,6 +214,7 @@ def write_report(run_dir: Path, log: RunLog, model, steps: int, wall_s: float, c
         "# Training report", "",
         f"- steps: {steps}", f"- wall time: {wall_s / 60:.1f} min (all sessions of the run)",
         f"- throughput: {rate}", f"- git commit: {git_commit()}", f"- hardware: {hardware(ctx)}",
+        f"- precision: {'bf16 autocast, fp32 weights' if precision == 'bf16' else 'fp32'}",
         f"- parameters: {model.parameter_counts()['total']:,}",
         *([f"- started from the weights of: {log.config['init_from']}"] if log.config.get("init_from") else []),
         f"- largest weight difference between ranks at the end: {sync:g}",

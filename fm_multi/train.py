@@ -14,7 +14,8 @@ small: --small data, tiny preset, 300 steps, three seeds, summed validation loss
 
 Optimisation: AdamW with decay on Linear/Conv weights only (norms, biases, embeddings and the
 position tables are not shrunk towards zero), linear warm-up then cosine to lr * min_lr_ratio,
-global-norm gradient clipping, gradient accumulation, bf16 autocast on CUDA and fp32 on the CPU,
+global-norm gradient clipping, gradient accumulation, bf16 autocast on CUDA and on CPUs that do
+bf16 natively (`precision`; fp32 elsewhere),
 optional torch.compile (for GPUs: on the CPU compiling each task's graphs takes minutes). A
 non-finite loss or gradient stops the run before the update; the last state on disk stays good.
 
@@ -124,6 +125,22 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 matrix maths natively (oneDNN: AMX or AVX512-BF16)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> "bf16" on CUDA and on a CPU with native bf16, else "fp32"; others pass through."""
+    if precision != "auto":
+        return precision
+    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+    return "bf16" if native else "fp32"
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up over warmup_steps, then cosine from 1 down to min_lr_ratio at max_steps."""
     if step < cfg.warmup_steps:
@@ -222,7 +239,8 @@ class Trainer:
         self.forward_model = torch.compile(self.model, dynamic=True) if self.cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, self.cfg, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.cfg))
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+        self.precision = resolve_precision(self.cfg.precision, self.device)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
                          else contextlib.nullcontext())
         self.schedule = task_schedule(self.cfg, self.cfg.max_steps * self.cfg.grad_accum)
         self.step, self.positions, self.best_val, self.elapsed = 0, {t: 0 for t in TASK_NAMES}, math.inf, 0.0
@@ -412,7 +430,7 @@ class Trainer:
         sync = distributed.max_weight_difference(self.model, self.ctx)
         if self.ctx.is_main:
             self._save_folder(self.run_dir / "final", f"end of training at step {self.step}")
-            write_report(self.run_dir, self.log, self.model, self.step, wall, self.ctx, sync)
+            write_report(self.run_dir, self.log, self.model, self.step, wall, self.ctx, sync, self.precision)
         return {"step": self.step, "wall_s": wall, "rank_weight_difference": sync}
 
 

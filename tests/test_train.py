@@ -74,6 +74,19 @@ def test_lr_warms_up_then_follows_the_cosine_down_to_the_floor():
     assert f[55] == pytest.approx(0.55) and f[100] == pytest.approx(0.1)
 
 
+def test_precision_auto_is_bf16_where_the_hardware_does_it_natively(monkeypatch):
+    import fm_multi.train as T
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(T, "cpu_has_bf16", lambda: native)
+        assert T.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+        assert T.resolve_precision("auto", cuda) == "bf16"
+        assert T.resolve_precision("fp32", cuda) == "fp32" and T.resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="precision must be auto, bf16 or fp32"):
+        TrainConfig(precision="fp16")
+
+
 def test_weight_decay_spares_norms_biases_and_embeddings():
     model = make_model(make_tokenizer())
     opt = build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
@@ -211,7 +224,8 @@ def test_state_files_keep_only_the_last_n(tmp_path):
 def test_training_lowers_every_validation_loss_and_writes_the_run_folder(data, tmp_path):
     out = tmp_path / "run"
     even = 'task_weights={"chat":1,"summarize":1,"classify":1,"detect":1,"transcribe":1}'
-    train(spec(data, out, 40, "eval_every=40", "checkpoint_every=20", "keep_last=1", "lr=3e-3", even))
+    train(spec(data, out, 40, "eval_every=40", "checkpoint_every=20", "keep_last=1", "lr=3e-3", even,
+               "precision=bf16"))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in rows if r["kind"] == "val"]
     assert [r["step"] for r in val] == [0, 40]
@@ -223,7 +237,9 @@ def test_training_lowers_every_validation_loss_and_writes_the_run_folder(data, t
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["max_steps"] == 40 and config["model"]["n_classify"] == len(CLASSES)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["state_0000040.pt"]
-    assert "## Validation loss" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Validation loss" in report and "- precision: bf16 autocast, fp32 weights" in report
+    assert {t.dtype for t in load_file(out / "final" / "model.safetensors").values()} == {torch.float32}
     assert list((out / "tb").glob("events.out.tfevents.*"))
     from fm_multi import Pipeline
 

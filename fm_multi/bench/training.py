@@ -1,8 +1,9 @@
 """Training throughput per task: a few AdamW steps on synthetic batches at the model's dimensions.
 
 Each step is forward + the task's own loss (fm_multi/tasks/) + backward + optimizer step, on a copy
-of the model so the pipeline being benchmarked is left untouched. On a GPU the step runs under bf16
-autocast and the row also reports model FLOPs utilisation (MFU):
+of the model so the pipeline being benchmarked is left untouched. The step runs in the precision
+`fm-multi train` picks by default (bf16 autocast on a GPU and on a CPU with native bf16, else fp32;
+the row's note says which), and on a GPU the row also reports model FLOPs utilisation (MFU):
 
     FLOPs per step = tokens * (6 * N + 12 * n_layer * d_model * T)
 
@@ -18,6 +19,7 @@ import torch
 
 from fm_multi.bench.timing import Budget, median, row, time_call
 from fm_multi.tasks import chat, classify, detect, transcribe
+from fm_multi.train import resolve_precision
 
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's datasheets: H100/H200 SXM
 # 989 (1,979 with sparsity), H100 PCIe 756, A100 312, L40S 362, L4 121, RTX 4090 165. The first
@@ -77,10 +79,10 @@ def multiplied_parameters(model, task: str) -> int:
 LOSSES = {"chat": chat.loss, "classify": classify.loss, "detect": detect.loss, "transcribe": transcribe.loss}
 
 
-def step_seconds(model, opt, loss_fn, batch, budget: Budget, autocast: bool) -> tuple[float, int]:
+def step_seconds(model, opt, loss_fn, batch, budget: Budget, device, bf16: bool) -> tuple[float, int]:
     """Median seconds of one optimizer step after warm-up, and how many steps were timed."""
     def step():
-        with torch.autocast("cuda" if autocast else "cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss, _ = loss_fn(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -99,15 +101,16 @@ def run(pipe, budget: Budget) -> list[dict]:
     model = copy.deepcopy(pipe.model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     on_gpu = device.type == "cuda"
+    precision = resolve_precision("auto", device)
     gpu = torch.cuda.get_device_name(device) if on_gpu else ""
     peak = peak_tflops(gpu) if on_gpu else None
     rows = []
     for task, loss_fn in LOSSES.items():
         batch, T = make_batch(task, cfg, device)
-        s, steps = step_seconds(model, opt, loss_fn, batch, budget, autocast=on_gpu)
+        s, steps = step_seconds(model, opt, loss_fn, batch, budget, device, bf16=precision == "bf16")
         B = BATCH[task]
         rows.append(row(f"train {task} samples/s (B={B}, {T} tokens each)", B / s, "samples/s",
-                        note=f"median of {steps} steps"))
+                        note=f"median of {steps} steps, {precision}"))
         rows.append(row(f"train {task} tokens/s", B * T / s, "tok/s"))
         tflops = B * T * (6 * multiplied_parameters(model, task) + 12 * cfg.n_layer * cfg.d_model * T) / s / 1e12
         if peak is None:
