@@ -3,7 +3,11 @@
     fm-multi card --checkpoint runs/small/final --data data/ --limit 200 --run runs/small
 
 A checkpoint trained in stages (each warm-started from the last with `fm-multi train --init-from`)
-takes one --run per stage, earliest first: the card lists each stage and draws one loss curve.
+takes one --run per stage, earliest first: the card lists each stage and draws one loss curve. The
+stages are also kept beside the card (training_history.json: each stage's report figures and its loss
+rows, every 5th training row), so a later stage's card needs only the new run folder:
+
+    fm-multi card --checkpoint runs/stage3/final --data data/ --run assets/checkpoint --run runs/stage3
 
 Following "Model Cards for Model Reporting" (Mitchell et al., 2019), the card reports intended use,
 limitations, training data, and metrics broken down by the factors that matter here (art style,
@@ -16,7 +20,7 @@ on DATA's val split when the command runs:
 - robustness: metric against corruption severity (robustness.py);
 - with --run, each stage's training report figures and one loss curve from their metrics.jsonl.
 
-Written next to the card: measurements.json (every number) and the PNG figures it shows.
+Written next to the card: measurements.json (every number), training_history.json and the PNG figures.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from fm_multi.checkpoint import resolve, write_atomic
 
 DEFAULT_LIMIT = 200          # val examples per task
 DATA_PARTS = ("classify", "detect", "speech", "text", "tokenizer")
+HISTORY = "training_history.json"
+KEEP_EVERY = 5               # training rows kept in HISTORY: every 5th (every 50 steps at log_every=10)
 
 
 def _log(message: str, start: float) -> None:
@@ -56,7 +62,8 @@ def run_info(run_dir) -> dict:
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
-        raise FileNotFoundError(f"{run_dir} is not a training run folder: it has no metrics.jsonl")
+        raise FileNotFoundError(f"{run_dir} is not a training run folder (it has no metrics.jsonl) nor a "
+                                f"carded checkpoint (no {HISTORY})")
     facts = {}
     report = run_dir / "report.md"
     if report.exists():
@@ -68,14 +75,33 @@ def run_info(run_dir) -> dict:
     return {"folder": str(run_dir), "facts": facts, "rows": rows}
 
 
-def training_history(run_dirs) -> list[dict]:
-    """run_info of each stage, earliest first, each with "first_step": the steps of the stages before."""
+def stages_of(folder) -> list[dict]:
+    """A run folder -> [its run_info]; a checkpoint carded before -> the stages in its HISTORY."""
+    history = Path(folder) / HISTORY
+    if history.exists() and not (Path(folder) / "metrics.jsonl").exists():
+        return [{k: v for k, v in stage.items() if k != "first_step"}
+                for stage in json.loads(history.read_text(encoding="utf-8"))]
+    return [run_info(folder)]
+
+
+def training_history(folders) -> list[dict]:
+    """The stages of each folder, earliest first, each with "first_step": the steps of the stages before."""
     stages, first_step = [], 0
-    for run_dir in run_dirs:
-        stage = {**run_info(run_dir), "first_step": first_step}
-        first_step += max((r["step"] for r in stage["rows"]), default=0)
-        stages.append(stage)
+    for folder in folders:
+        for stage in stages_of(folder):
+            stages.append({**stage, "first_step": first_step})
+            first_step += max((r["step"] for r in stage["rows"]), default=0)
     return stages
+
+
+def compact(stage: dict) -> dict:
+    """A stage for HISTORY: validation rows and every KEEP_EVERY-th training row (and the last), losses only."""
+    train = [r for r in stage["rows"] if r.get("kind") == "train"]
+    kept = set(map(id, train[KEEP_EVERY - 1::KEEP_EVERY] + train[-1:]))
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+             if k in ("step", "kind") or k.startswith("loss_")}
+            for r in stage["rows"] if r.get("kind") == "val" or id(r) in kept]
+    return {**stage, "rows": rows}
 
 
 def card_name(folder: Path) -> str:
@@ -147,6 +173,8 @@ def build_card(checkpoint, data_dir, limit: int | None = DEFAULT_LIMIT, out=None
     name = card_name(folder)
     card = render(m, figures, info, stages, name=name, license=license, notes=notes)
     write_atomic(out / "measurements.json", json.dumps(m, indent=1, default=str).encode())
+    if stages:
+        write_atomic(out / HISTORY, json.dumps([compact(stage) for stage in stages]).encode())
     write_atomic(out / "README.md", card.encode())
     return out / "README.md"
 
@@ -175,7 +203,8 @@ def add_cli(sub) -> None:
                    help="folder for README.md, measurements.json and the figures (default: the checkpoint)")
     p.add_argument("--run", action="append", default=None, metavar="RUN",
                    help="training run folder: adds its report and loss curve; for a checkpoint trained in "
-                        "stages (--init-from), one --run per stage, earliest first")
+                        "stages (--init-from), one --run per stage, earliest first; a checkpoint carded "
+                        f"before stands for the stages in its {HISTORY}")
     p.add_argument("--batch-size", type=int, default=16, help="batch size of the batched tasks")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--threads", type=int, default=0,

@@ -203,6 +203,14 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
     assert f"--run {stages[0]} --run {stages[1]}" in card
     assert [(s["folder"], s["first_step"], s["rows"]) for s in measured["training"]] == [
         (str(stages[0]), 0, 5), (str(stages[1]), 40, 4)]
+    # the stages travel with the card: a later stage's card needs only the new run folder
+    from fm_multi.card import training_history
+
+    later = training_history([out, _stage_folder(tmp_path / "stage3", 20, "stage2/final")])
+    assert [(s["folder"], s["first_step"]) for s in later] == [(str(stages[0]), 0), (str(stages[1]), 40),
+                                                             (str(tmp_path / "stage3"), 70)]
+    assert later[1]["facts"]["started from the weights of"] == "stage1/final"
+    assert [(r["step"], r["kind"]) for r in later[0]["rows"]] == [(0, "val"), (40, "train")]  # 5th and last
     # slices: every breakdown the data allows
     assert {"by_style", "by_class", "by_background"} <= set(evaluated["classify"])
     assert "by_source" in evaluated["transcribe"] and "by_source" in evaluated["summarize"]
@@ -232,7 +240,7 @@ def _stage_folder(folder, steps: int, init_from: str | None):
 def test_card_refuses_a_run_folder_without_metrics(checkpoint, small_data, tmp_path):
     from fm_multi.card import build_card
 
-    with pytest.raises(FileNotFoundError, match="not a training run folder"):
+    with pytest.raises(FileNotFoundError, match="not a training run folder .* nor a carded checkpoint"):
         build_card(checkpoint, small_data, limit=LIMIT, out=tmp_path / "card", runs=[tmp_path])
     assert not (tmp_path / "card" / "README.md").exists()
 
