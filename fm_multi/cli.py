@@ -33,6 +33,24 @@ def info(args) -> int:
     return 0
 
 
+def export(args) -> int:
+    """Write a checkpoint's weights in --dtype (bf16 halves the size) to --out, with its tokenizer, labels
+    and the rest of its config.json (training notes, calibration)."""
+    import torch
+
+    from fm_multi.checkpoint import load_checkpoint, save_checkpoint
+
+    model, tokenizer, labels, folder = load_checkpoint(args.checkpoint)
+    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    meta = {k: v for k, v in meta.items() if k not in ("format_version", "model_config")}
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[args.dtype]
+    out = save_checkpoint(args.out, model, tokenizer, labels, dtype=dtype, meta=meta)
+    size = (out / "model.safetensors").stat().st_size / 1e6
+    print(f"wrote {out}: model.safetensors {size:.1f} MB ({args.dtype}); its README.md is a placeholder "
+          f"until `fm-multi card --checkpoint {out} --data DIR` measures it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fm_multi.bench import add_cli as add_bench
     from fm_multi.card import add_cli as add_card
@@ -47,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="checkpoint folder or Hub repo id (default: assets/checkpoint)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=info)
+    p = sub.add_parser("export", help="write a checkpoint with its weights in bf16, fp16 or fp32 (e.g. a "
+                                      "run's final/ for shipping)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder or Hub repo id, e.g. runs/x/final")
+    p.add_argument("--out", required=True, help="folder to write (files of the same names are replaced)")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16",
+                   help="weight type on disk (default: bf16, half the size; loading casts back to fp32)")
+    p.set_defaults(func=export)
     add_data(sub)
     add_train(sub)
     add_eval(sub)

@@ -52,6 +52,22 @@ def test_bf16_checkpoint_is_half_the_size_and_close(tmp_path):
     torch.testing.assert_close(_outputs(model)[1], _outputs(loaded)[1], atol=0.05, rtol=0.05)
 
 
+def test_export_cli_writes_bf16_and_keeps_the_config_notes(ckpt, tmp_path, capsys):
+    config = json.loads((ckpt / "config.json").read_text())
+    config.update(train={"step": 40, "preset": "tiny"}, calibration={"classify": 1.5})
+    (ckpt / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "shipped"
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    assert "MB (bf16)" in capsys.readouterr().out
+    assert (out / "model.safetensors").stat().st_size < 0.6 * (ckpt / "model.safetensors").stat().st_size
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["train"] == {"step": 40, "preset": "tiny"} and exported["calibration"] == {"classify": 1.5}
+    original, exported_model = load_checkpoint(ckpt)[0], load_checkpoint(out)[0]
+    logits = [_outputs(m)[1] for m in (original, exported_model)]
+    torch.testing.assert_close(logits[0], logits[1], rtol=0.05, atol=0.05)
+    assert cli_main(["export", "--checkpoint", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
 @pytest.mark.parametrize("name,damage", [
     ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])),
     ("model.safetensors", lambda p: p.write_bytes(b"\x00" * 64)),
