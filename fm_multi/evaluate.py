@@ -203,8 +203,8 @@ def _classify_backgrounds(data) -> dict[str, str]:
 @torch.no_grad()
 def eval_detect(model, data, indices, collate, batch_size: int, annotation_file: Path, labels: list[str],
                 slices: bool = True) -> dict:
-    """COCO mAP of the decoded boxes (in original image pixels) on the chosen val images, also with
-    the labels ignored (any_class: are the boxes in the right places?); with `slices`, also per
+    """COCO mAP of the decoded boxes (in original image pixels) on the chosen val images; with
+    `slices`, also with the labels ignored (any_class: are the boxes in the right places?) and per
     class, object style and image background (more COCOeval runs)."""
     device = next(model.parameters()).device
     results, image_ids = [], []
@@ -220,10 +220,13 @@ def eval_detect(model, data, indices, collate, batch_size: int, annotation_file:
                 x0, y0, x1, y1 = d["box"]
                 results.append({"image_id": rec["id"], "category_id": category_id[d["label"]],
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["score"]})
-    return {"all": {"n": len(image_ids), **metrics.coco_map(str(annotation_file), results, image_ids),
-                    "detections": len(results)},
-            "any_class": {"n": len(image_ids), **metrics.coco_map_any_class(str(annotation_file), results, image_ids)},
-            **(metrics.coco_slices(str(annotation_file), results, image_ids) if slices else {})}
+    report = {"all": {"n": len(image_ids), **metrics.coco_map(str(annotation_file), results, image_ids),
+                      "detections": len(results)}}
+    if slices:
+        any_class = metrics.coco_map_any_class(str(annotation_file), results, image_ids)
+        report.update(any_class={"n": len(image_ids), **any_class},
+                      **metrics.coco_slices(str(annotation_file), results, image_ids))
+    return report
 
 
 def _rates(pairs: list[tuple[str, str]]) -> dict:
