@@ -96,11 +96,12 @@ def training_history(folders) -> list[dict]:
 
 def compact(stage: dict) -> dict:
     """A stage for HISTORY: validation rows and every KEEP_EVERY-th training row (and the last), losses only."""
-    train = [r for r in stage["rows"] if r.get("kind") == "train"]
-    kept = set(map(id, train[KEEP_EVERY - 1::KEEP_EVERY] + train[-1:]))
+    train_steps = [r["step"] for r in stage["rows"] if r.get("kind") == "train"]
+    kept_steps = set(train_steps[KEEP_EVERY - 1::KEEP_EVERY] + train_steps[-1:])
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
              if k in ("step", "kind") or k.startswith("loss_")}
-            for r in stage["rows"] if r.get("kind") == "val" or id(r) in kept]
+            for r in stage["rows"]
+            if r.get("kind") == "val" or (r.get("kind") == "train" and r["step"] in kept_steps)]
     return {**stage, "rows": rows}
 
 
