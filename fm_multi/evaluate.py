@@ -208,8 +208,8 @@ def eval_detect(model, data, indices, collate, batch_size: int, annotation_file:
     class, object style and image background (more COCOeval runs)."""
     device = next(model.parameters()).device
     results, image_ids = [], []
-    categories = json.loads(Path(annotation_file).read_text(encoding="utf-8"))["categories"]
-    category_id = {c["name"]: c["id"] for c in categories}
+    coco = metrics.load_coco(annotation_file)
+    category_id = {c["name"]: c["id"] for c in coco["categories"]}
     for chunk, examples in _batches(data, indices, batch_size):
         batch = streams.to_device(collate(examples), device)
         out = model.forward_detect(batch["pixels"])
@@ -220,12 +220,12 @@ def eval_detect(model, data, indices, collate, batch_size: int, annotation_file:
                 x0, y0, x1, y1 = d["box"]
                 results.append({"image_id": rec["id"], "category_id": category_id[d["label"]],
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["score"]})
-    report = {"all": {"n": len(image_ids), **metrics.coco_map(str(annotation_file), results, image_ids),
+    report = {"all": {"n": len(image_ids), **metrics.coco_map(coco, results, image_ids),
                       "detections": len(results)}}
     if slices:
-        any_class = metrics.coco_map_any_class(str(annotation_file), results, image_ids)
+        any_class = metrics.coco_map_any_class(coco, results, image_ids)
         report.update(any_class={"n": len(image_ids), **any_class},
-                      **metrics.coco_slices(str(annotation_file), results, image_ids))
+                      **metrics.coco_slices(coco, results, image_ids))
     return report
 
 

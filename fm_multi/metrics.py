@@ -101,26 +101,26 @@ def top_k_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.T
 
 
 # --- detection ------------------------------------------------------------------------------
-def coco_map(annotation_file: str, detections: list[dict], image_ids: list[int]) -> dict:
-    """COCOeval bbox on `image_ids` -> {"map_50_95", "map_50"}.
+def load_coco(annotation_file: str | Path) -> dict:
+    """A COCO annotation file as the dict the detection metrics below take (read it once)."""
+    return json.loads(Path(annotation_file).read_text(encoding="utf-8"))
+
+
+def coco_map(dataset: dict, detections: list[dict], image_ids: list[int]) -> dict:
+    """COCOeval bbox on `image_ids` of the COCO ground truth `dataset` -> {"map_50_95", "map_50"}.
 
     detections are COCO results: {"image_id", "category_id", "bbox": [x, y, w, h], "score"}.
     """
-    from pycocotools.coco import COCO
-
     if not detections:
         return {"map_50_95": 0.0, "map_50": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-        gt = COCO(annotation_file)
-    return _map(_coco_eval(gt, detections, image_ids))
+    return _map(_coco_eval(_coco_from(dataset), detections, image_ids))
 
 
-def coco_map_any_class(annotation_file: str, detections: list[dict], image_ids: list[int]) -> dict:
+def coco_map_any_class(dataset: dict, detections: list[dict], image_ids: list[int]) -> dict:
     """coco_map with every class merged into one: how well the boxes alone are placed (a box with the
     wrong label still counts), which tells localisation errors from labelling errors."""
     if not detections:
         return {"map_50_95": 0.0, "map_50": 0.0}
-    dataset = json.loads(Path(annotation_file).read_text(encoding="utf-8"))
     dataset = {**dataset, "categories": [{"id": 1, "name": "object"}],
                "annotations": [{**a, "category_id": 1} for a in dataset["annotations"]]}
     return _map(_coco_eval(_coco_from(dataset), [{**d, "category_id": 1} for d in detections], image_ids))
@@ -148,12 +148,12 @@ def _coco_from(dataset: dict):
 
     gt = COCO()
     gt.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         gt.createIndex()
     return gt
 
 
-def coco_slices(annotation_file: str, detections: list[dict], image_ids: list[int]) -> dict:
+def coco_slices(dataset: dict, detections: list[dict], image_ids: list[int]) -> dict:
     """Detection quality per class (AP@0.5), per image background and per object style (mAP).
 
     A style's mAP treats the other styles' objects as crowd regions (iscrowd=1), so a box on them
@@ -161,7 +161,6 @@ def coco_slices(annotation_file: str, detections: list[dict], image_ids: list[in
     """
     if not detections:
         return {}
-    dataset = json.loads(Path(annotation_file).read_text(encoding="utf-8"))
     chosen = set(image_ids)
     images = [im for im in dataset["images"] if im["id"] in chosen]
     anns = [a for a in dataset["annotations"] if a["image_id"] in chosen]

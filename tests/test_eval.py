@@ -54,23 +54,23 @@ def test_top_k_correct():
 
 
 def test_coco_map_is_one_for_exact_boxes_and_lower_for_loose_ones(data):
-    ann = data / "detect" / "val" / "annotations.json"
-    gt = json.loads(ann.read_text())["annotations"]
+    coco = metrics.load_coco(data / "detect" / "val" / "annotations.json")
+    gt = coco["annotations"]
     ids = [a["image_id"] for a in gt]
     exact = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9} for a in gt]
-    assert metrics.coco_map(str(ann), exact, ids) == {"map_50_95": pytest.approx(1.0), "map_50": pytest.approx(1.0)}
+    assert metrics.coco_map(coco, exact, ids) == {"map_50_95": pytest.approx(1.0), "map_50": pytest.approx(1.0)}
     loose = [{**d, "bbox": [d["bbox"][0] + 0.15 * d["bbox"][2], *d["bbox"][1:]]} for d in exact]  # IoU ~0.74
-    m = metrics.coco_map(str(ann), loose, ids)
+    m = metrics.coco_map(coco, loose, ids)
     assert m["map_50"] == pytest.approx(1.0) and m["map_50_95"] < 0.8
     wrong_class = [{**d, "category_id": d["category_id"] % len(CLASSES) + 1} for d in exact]
-    assert metrics.coco_map(str(ann), wrong_class, ids)["map_50"] == 0.0
-    assert metrics.coco_map(str(ann), [], ids)["map_50"] == 0.0
+    assert metrics.coco_map(coco, wrong_class, ids)["map_50"] == 0.0
+    assert metrics.coco_map(coco, [], ids)["map_50"] == 0.0
     # with the labels ignored, right places score whatever their class; loose boxes still lose at .75+
-    assert metrics.coco_map_any_class(str(ann), wrong_class, ids)["map_50"] == pytest.approx(1.0)
-    assert metrics.coco_map_any_class(str(ann), loose, ids)["map_50_95"] < 0.8
+    assert metrics.coco_map_any_class(coco, wrong_class, ids)["map_50"] == pytest.approx(1.0)
+    assert metrics.coco_map_any_class(coco, loose, ids)["map_50_95"] < 0.8
     shifted = [{**d, "bbox": [d["bbox"][0] + d["bbox"][2], *d["bbox"][1:]]} for d in exact]   # IoU 0
-    assert metrics.coco_map_any_class(str(ann), shifted, ids)["map_50"] == 0.0
-    assert metrics.coco_map_any_class(str(ann), [], ids)["map_50"] == 0.0
+    assert metrics.coco_map_any_class(coco, shifted, ids)["map_50"] == 0.0
+    assert metrics.coco_map_any_class(coco, [], ids)["map_50"] == 0.0
 
 
 # --- seen vs unseen splits, with stand-in models that are right exactly where we say --------------

@@ -253,7 +253,7 @@ def test_detection_slices_on_exact_boxes(small_data):
     exact = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
              for a in coco["annotations"]]
     ids = [im["id"] for im in coco["images"]]
-    s = metrics.coco_slices(str(ann), exact, ids)
+    s = metrics.coco_slices(coco, exact, ids)
     assert s["by_class"] and all(v["ap_50"] == pytest.approx(1.0) for v in s["by_class"].values())
     assert s["by_style"] and all(v["map_50"] == pytest.approx(1.0) for v in s["by_style"].values())
     assert sum(v["n"] for v in s["by_background"].values()) == len(ids)
