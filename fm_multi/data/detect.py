@@ -30,7 +30,7 @@ BACKGROUND_ODDS = {"photo": 0.45, "texture": 0.35, "gradient": 0.1, "noise": 0.1
 def _pick_style(rng, name: str, stamps: dict, val: bool) -> str:
     if val and rng.random() < 0.5:
         return images.HELDOUT_STYLE
-    seen = [s for s in images.TRAIN_STYLES if s != "tuxpaint" or name in stamps]
+    seen = images.train_styles(name, stamps)
     return seen[rng.integers(len(seen))]
 
 
@@ -135,9 +135,10 @@ read it); extra keys: image `background` and `styles`, annotation `style`. `area
 1-{MAX_OBJECTS} cut-outs per scene, {MIN_SIDE}-{MAX_SIDE} px (log-uniform), recoloured, flipped and rotated,
 may run up to a quarter off the frame and overlap. Each box is the tight box of the object's pixels
 that stay on top (alpha > 0), so boxes are exact after occlusion; placements that would hide more than
-half of any object are redrawn. Train uses Noto, Symbola and Tux Paint styles; val gives half of its
-objects the held-out OpenMoji style.""",
+half of any object are redrawn. Train uses the Noto, Symbola, Tux Paint, Twemoji and EmojiOne styles
+(the last two where the build found their packages); val gives half of its objects the held-out
+OpenMoji style.""",
         "Sources and licences": """
-Same as the classification set: Noto Color Emoji (OFL-1.1), Symbola (free), OpenMoji (CC BY-SA 4.0),
-Tux Paint stamps (GPL-2), scikit-image sample pictures (mostly CC0 / public domain).""",
+Same as the classification set: Noto Color Emoji (OFL-1.1), Symbola (free), Twemoji (CC BY 4.0),
+EmojiOne 2.3 (CC BY 4.0), OpenMoji (CC BY-SA 4.0), Tux Paint stamps (GPL-2), scikit-image sample pictures (mostly CC0 / public domain).""",
     })

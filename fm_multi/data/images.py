@@ -1,14 +1,18 @@
 """Emoji and stamp cut-outs, backgrounds, and compositing, shared by classification and detection.
 
-Each class has up to four looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
-Tux Paint stamps (cut-outs of real photos) and OpenMoji (held out of training, to measure how the
-model does on an art style it never saw). A cut-out is an RGBA image cropped to its alpha; pasting
+Each class has up to six looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
+Tux Paint stamps (cut-outs of real photos), Twemoji and EmojiOne (flat vector art, when
+`fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of training, to measure
+how the model does on an art style it never saw). A cut-out is an RGBA image cropped to its alpha; pasting
 it onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so
 whose box, is known exactly. Everything random takes a numpy Generator so a build is reproducible,
 and all pixel work is whole-array numpy or PIL, never a Python loop over pixels.
 """
 
 import functools
+import io
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from fm_multi.data import deps, labels
 
-TRAIN_STYLES = ("noto", "symbola", "tuxpaint")
+TRAIN_STYLES = ("noto", "symbola", "tuxpaint", "twemoji", "emojione")
+VECTOR_STYLES = ("twemoji", "emojione")   # SVG packages from npm (deps.NPM_PACKAGES), optional
 HELDOUT_STYLE = "openmoji"
 GLYPH_SIZE = 109    # the only size Noto's bitmap strikes render at (~136x128 px)
 CANVAS = 160        # scratch canvas large enough for any glyph at GLYPH_SIZE
@@ -60,6 +65,47 @@ def render_glyph(style: str, char: str) -> Image.Image | None:
         return None
     im = im.crop(box)
     return _sticker(im) if style == "symbola" else im
+
+
+def vector_svg(style: str, name: str, char: str) -> str | None:
+    """The SVG source of class `name` (emoji `char`) in a vector style, or None if it lacks one.
+
+    Twemoji names its files by code point ("1f436.svg", sequences joined by "-", without the
+    U+FE0F variation selector); EmojiOne (an Iconify set) keys its icons by the hyphenated CLDR
+    name ("alarm-clock"), some through an alias.
+    """
+    folder = deps.npm_package_dir(style)
+    if folder is None:
+        return None
+    if style == "twemoji":
+        path = folder / ("-".join(f"{ord(c):x}" for c in char if c != "\ufe0f") + ".svg")
+        return path.read_text(encoding="utf-8") if path.exists() else None
+    icons = _iconify_set(str(folder / "icons.json"))
+    key = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    key = icons.get("aliases", {}).get(key, {}).get("parent", key)
+    icon = icons["icons"].get(key)
+    if icon is None:
+        return None
+    w, h = icon.get("width", icons.get("width", 16)), icon.get("height", icons.get("height", 16))
+    return f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}">{icon["body"]}</svg>'
+
+
+@functools.cache
+def _iconify_set(path: str) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def render_vector(style: str, name: str, char: str) -> Image.Image | None:
+    """A vector style's picture of `name` as an RGBA cut-out about GLYPH_SIZE px wide, or None."""
+    import cairosvg
+
+    svg = vector_svg(style, name, char)
+    if svg is None:
+        return None
+    png = cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=GLYPH_SIZE + 19)
+    im = Image.open(io.BytesIO(png)).convert("RGBA")
+    box = im.getchannel("A").point(lambda a: 255 if a >= ALPHA_CUT else 0).getbbox()
+    return im.crop(box) if box else None
 
 
 def _sticker(im: Image.Image) -> Image.Image:
@@ -111,7 +157,8 @@ def cutout(style: str, name: str, stamps: dict[str, list[str]], variant: int = 0
 
 @functools.cache
 def _cached_glyph(style: str, name: str) -> Image.Image:
-    im = render_glyph(style, _emoji_table()[name].char)
+    char = _emoji_table()[name].char
+    im = render_vector(style, name, char) if style in VECTOR_STYLES else render_glyph(style, char)
     if im is None:
         raise ValueError(f"font style {style!r} has no glyph for {name!r}")
     return im
@@ -123,9 +170,17 @@ def available_styles(name: str, stamps: dict[str, list[str]]) -> list[str]:
     styles = [s for s in ("noto", "symbola") if render_glyph(s, char) is not None]
     if name in stamps:
         styles.append("tuxpaint")
+    styles += [s for s in VECTOR_STYLES if vector_svg(s, name, char) is not None]
     if deps.openmoji_font() and render_glyph(HELDOUT_STYLE, char) is not None:
         styles.append(HELDOUT_STYLE)
     return styles
+
+
+def train_styles(name: str, stamps: dict[str, list[str]]) -> list[str]:
+    """The training styles class `name` is drawn in (select_classes made sure of Noto and Symbola)."""
+    char = _emoji_table()[name].char
+    styles = ["noto", "symbola"] + (["tuxpaint"] if name in stamps else [])
+    return styles + [s for s in VECTOR_STYLES if vector_svg(s, name, char) is not None]
 
 
 def select_classes(candidates: list[str]) -> tuple[list[str], dict[str, list[str]]]:
