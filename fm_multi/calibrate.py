@@ -165,12 +165,13 @@ def detect_logits(model, data, indices, collate, batch_size: int, labels: list[s
     return torch.tensor(logits), torch.tensor(targets, dtype=torch.float32)
 
 
-def measure(model, codec, data_dir, limit: int | None, batch_size: int, labels: dict) -> dict:
+def measure(model, codec, data_dir, limit: int | dict | None, batch_size: int, labels: dict) -> dict:
     """Fit and report temperatures for classify and detect on data_dir's val split."""
     results = {}
     for task in ("classify", "detect"):
         data = streams.dataset(task, data_dir, "val")
-        idx, collate = evaluate._indices(data, limit), streams.collate_fn(task, codec, model.config)
+        idx = evaluate._indices(data, evaluate.limit_for(limit, task))
+        collate = streams.collate_fn(task, codec, model.config)
         if task == "classify":
             logits, targets = classify_logits(model, data, idx, collate, batch_size)
             results[task] = _summary("multi", logits, targets, fit_temperature(logits, targets))

@@ -112,7 +112,7 @@ def card_name(folder: Path) -> str:
     return f"fm_multi-{preset}" if preset else folder.resolve().name
 
 
-def measure(checkpoint, data_dir, limit: int | None, batch_size: int = 16, device=None) -> dict:
+def measure(checkpoint, data_dir, limit: int | dict | None, batch_size: int = 16, device=None) -> dict:
     """Every number the card shows: eval (with slices), calibration and robustness."""
     from fm_multi.pipeline import Pipeline
 
@@ -155,7 +155,7 @@ def write_figures(m: dict, out: Path, stages: list[dict]) -> dict[str, str]:
     return figures
 
 
-def build_card(checkpoint, data_dir, limit: int | None = DEFAULT_LIMIT, out=None, runs=(),
+def build_card(checkpoint, data_dir, limit: int | dict | None = DEFAULT_LIMIT, out=None, runs=(),
                batch_size: int = 16, device=None, license: str = "apache-2.0", notes: str | None = None) -> Path:
     """Measure, store the temperatures, draw, and write README.md + measurements.json -> card path.
 
@@ -186,7 +186,7 @@ def main(args) -> int:
 
         torch.set_num_threads(args.threads)
     notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else None
-    path = build_card(args.checkpoint, args.data, args.limit or None, args.out, args.run or (), args.batch_size,
+    path = build_card(args.checkpoint, args.data, args.limit, args.out, args.run or (), args.batch_size,
                       args.device, args.license, notes)
     print(f"wrote {path}")
     return 0
@@ -197,9 +197,9 @@ def add_cli(sub) -> None:
                                     "and write its model card")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: assets/checkpoint)")
     p.add_argument("--data", required=True, help="data folder written by `fm-multi data build`")
-    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+    p.add_argument("--limit", type=evaluate.parse_limit, default={"*": DEFAULT_LIMIT},
                    help=f"val examples per task, a fixed spread, for every measurement (default: {DEFAULT_LIMIT}; "
-                        "0 = all)")
+                        "0 = all); per task as 100,classify=0,detect=500")
     p.add_argument("--out", default=None,
                    help="folder for README.md, measurements.json and the figures (default: the checkpoint)")
     p.add_argument("--run", action="append", default=None, metavar="RUN",

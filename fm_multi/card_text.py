@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from fm_multi.evaluate import MAX_GROUP_ROWS, _fmt
+from fm_multi.evaluate import MAX_GROUP_ROWS, _fmt, limit_text
 from fm_multi.robustness import NAMES
 
 MIN_SLICE_N = 5  # smaller slices are too noisy to name as the worst
@@ -237,15 +237,25 @@ def run_lines(stages: list[dict], figures: dict) -> list[str]:
     return lines
 
 
+def describe_limit(limit) -> str:
+    """ "100 examples per task; classify: all" for the card's opening line."""
+    def count(n):
+        return f"{n} examples" if n else "every example"
+    if not isinstance(limit, dict):
+        return count(limit) + " per task"
+    rest = [f"{task}: {count(n)}" for task, n in limit.items() if task != "*"]
+    return "; ".join([count(limit.get("*", 0)) + " per task"] + rest)
+
+
 def render(m: dict, figures: dict, info: dict, stages: list[dict], name: str, license: str,
            notes: str | None = None) -> str:
     results = m["eval"]["results"]
     metrics = {t: PRIMARY[t][0] if t != "detect" else "map_50" for t in m["robustness"]}
-    limit = m["limit"] or "all"
+    limit = limit_text(m["limit"])
     lines = [*front_matter(name, license, results), f"# {name}", "",
              "fm_multi: one Transformer backbone serving chat, summarization, image classification, object "
              "detection and speech-to-text. Every number below was measured by `fm-multi card` on the val "
-             f"split of `{m['data_dir']}` ({limit} examples per task).", "",
+             f"split of `{m['data_dir']}` ({describe_limit(m['limit'])}).", "",
              "```python", "from fm_multi import Pipeline", 'p = Pipeline.from_pretrained("path/or/owner-name")',
              'p.classify("dog.png"); p.transcribe("hello.wav"); p.summarize(text)', "```", "",
              INTENDED_USE, "## Limitations", "",
@@ -254,7 +264,7 @@ def render(m: dict, figures: dict, info: dict, stages: list[dict], name: str, li
              *target_lines(results, notes),
              *architecture_lines(m["model"]), *data_lines(info),
              "## Evaluation", "",
-             f"`fm-multi eval --limit {m['limit'] or 0}` on the same data prints these numbers; slices with "
+             f"`fm-multi eval --limit {limit}` on the same data prints these numbers; slices with "
              "many members are folded.", ""]
     for task, res in results.items():
         lines += metric_tables(task, res)
@@ -269,7 +279,7 @@ def render(m: dict, figures: dict, info: dict, stages: list[dict], name: str, li
     lines += calibration_lines(m["calibration"], figures) + robustness_lines(m["robustness"], figures, metrics)
     if stages:
         lines += run_lines(stages, figures)
-    common = f"--checkpoint CHECKPOINT --data {m['data_dir']} --limit {m['limit'] or 0}"
+    common = f"--checkpoint CHECKPOINT --data {m['data_dir']} --limit {limit}"
     lines += ["## Reproduce", "", "```bash", f"fm-multi eval {common} --json eval.json",
               f"fm-multi card {common}" + "".join(f" --run {stage['folder']}" for stage in stages), "```", ""]
     return "\n".join(lines)

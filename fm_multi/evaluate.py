@@ -19,6 +19,7 @@
 Batched tasks go through the model directly; generation goes through Pipeline so it decodes as the
 app does. `--limit N` evaluates a fixed spread of N examples per task (see streams.val_subset); the default
 500 keeps a CPU evaluation of the small model to minutes (summaries are generated one at a time).
+`--limit 100,classify=0,detect=500` sets it per task (0 = all): cheap tasks can use every example.
 """
 from __future__ import annotations
 
@@ -77,6 +78,41 @@ def _batches(data, indices: list[int], batch_size: int):
 
 def _indices(data, limit: int | None) -> list[int]:
     return streams.val_subset(len(data), limit) if limit else list(range(len(data)))
+
+
+def parse_limit(text: str) -> dict[str, int]:
+    """A `--limit` value -> {task: examples, "*": every other task}; 0 means all.
+
+    "500" caps every task at 500; "100,classify=0,detect=500" caps at 100 but measures every
+    classification picture and 500 detection scenes.
+    """
+    import argparse
+
+    out = {}
+    for part in str(text).replace(" ", "").split(","):
+        task, _, n = part.rpartition("=")
+        task = task or "*"
+        if task != "*" and task not in TASK_NAMES:
+            raise argparse.ArgumentTypeError(f"--limit: unknown task {task!r} (tasks: {', '.join(TASK_NAMES)})")
+        if not n.isdigit():
+            raise argparse.ArgumentTypeError(f"--limit: {part!r} is not N or TASK=N with N >= 0 (0 = all)")
+        out[task] = int(n)
+    return out
+
+
+def limit_for(limit: int | dict | None, task: str) -> int | None:
+    """The example cap of `task` under a limit (an int for every task, or parse_limit's dict); None = all."""
+    if isinstance(limit, dict):
+        limit = limit.get(task, limit.get("*", 0))
+    return limit or None
+
+
+def limit_text(limit: int | dict | None) -> str:
+    """A limit as `--limit` takes it: "100", "0" (all) or "100,classify=0"."""
+    if not isinstance(limit, dict):
+        return str(limit or 0)
+    rest = [f"{task}={n}" for task, n in limit.items() if task != "*"]
+    return ",".join([str(limit.get("*", 0))] + rest)
 
 
 @torch.no_grad()
@@ -268,7 +304,7 @@ def evaluate(checkpoint, data_dir, tasks=TASK_NAMES, limit: int | None = None, b
     results = {}
     for task in tasks:
         data = streams.dataset(task, data_dir, "val")
-        idx, collate = _indices(data, limit), collates[task]
+        idx, collate = _indices(data, limit_for(limit, task)), collates[task]
         if task == "chat":
             results[task] = eval_chat(pipe, data, idx, collate, batch_size)
         elif task == "summarize":
@@ -334,8 +370,9 @@ def add_cli(sub) -> None:
     p.add_argument("--data", required=True, help="data folder written by `fm-multi data build`")
     p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES),
                    help="tasks to evaluate (default: all five)")
-    p.add_argument("--limit", type=int, default=500,
-                   help="at most N val examples per task, a fixed spread (default: 500; 0 = all)")
+    p.add_argument("--limit", type=parse_limit, default={"*": 500},
+                   help="at most N val examples per task, a fixed spread (default: 500; 0 = all); per task as "
+                        "100,classify=0,detect=500")
     p.add_argument("--batch-size", type=int, default=16, help="batch size of the batched tasks")
     p.add_argument("--json", default=None, help="also write the full results to this JSON file")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")

@@ -114,14 +114,14 @@ def _evaluate(task: str, model, data, indices, collate, batch_size: int, labels:
     return evaluate.eval_transcribe(model, data, indices, collate, batch_size)
 
 
-def curves(task: str, model, codec, data_dir, limit: int | None, batch_size: int, labels: dict,
+def curves(task: str, model, codec, data_dir, limit: int | dict | None, batch_size: int, labels: dict,
            clean: dict | None = None) -> dict:
     """{corruption: [{"severity", metric, "n"}]} for one of classify / detect / transcribe.
 
     clean: the task's "all" result from evaluate on the same examples, reused for the clean points.
     """
     data = streams.dataset(task, data_dir, "val")
-    indices = evaluate._indices(data, limit)
+    indices = evaluate._indices(data, evaluate.limit_for(limit, task))
     collate = streams.collate_fn(task, codec, model.config)
     table = AUDIO_CORRUPTIONS if task == "transcribe" else IMAGE_CORRUPTIONS
     metric, out = METRIC[task], {}

@@ -169,17 +169,34 @@ def test_chat_eval_scores_follow_ups_and_loops_per_skill():
 
 
 # --- the command ------------------------------------------------------------------------------
+def test_limit_is_one_number_or_per_task():
+    import argparse
+
+    assert evaluate.parse_limit("500") == {"*": 500}
+    limit = evaluate.parse_limit("100, classify=0,detect=500")
+    assert limit == {"*": 100, "classify": 0, "detect": 500}
+    assert [evaluate.limit_for(limit, t) for t in ("chat", "classify", "detect")] == [100, None, 500]
+    assert evaluate.limit_for(7, "chat") == 7 and evaluate.limit_for(0, "chat") is None
+    assert evaluate.limit_for({"classify": 9}, "chat") is None          # no "*": every other task in full
+    assert evaluate.parse_limit(evaluate.limit_text(limit)) == limit
+    assert evaluate.limit_text(None) == "0" and evaluate.limit_text(200) == "200"
+    for bad, why in (("classfy=3", "unknown task 'classfy'"), ("-1", "not N or TASK=N"), ("ten", "not N")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            evaluate.parse_limit(bad)
+
+
 def test_eval_command_reports_all_five_tasks(data, tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "eval.json"
-    assert cli_main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--limit", "3",
+    assert cli_main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--limit", "3,classify=5",
                      "--json", str(out)]) == 0
     table = capsys.readouterr().out
     report = json.loads(out.read_text())["results"]
     assert list(report) == list(TASK_NAMES)
     for task in TASK_NAMES:
         assert task in table
-        assert 0 < report[task]["all"]["n"] <= 3
+        assert 0 < report[task]["all"]["n"] <= (5 if task == "classify" else 3)
+    assert report["classify"]["all"]["n"] == 5
     assert report["chat"]["all"]["perplexity"] > 1
     assert 0 <= report["summarize"]["all"]["rouge_l"] <= 1
     assert 0 <= report["classify"]["all"]["top1"] <= report["classify"]["all"]["top5"] <= 1

@@ -172,19 +172,23 @@ def test_corruptions_change_inputs_by_their_severity():
 
 def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys):
     eval_json, out = tmp_path / "eval.json", tmp_path / "card"
-    assert cli_main(["eval", "--checkpoint", str(checkpoint), "--data", str(small_data), "--limit", str(LIMIT),
+    limit = f"{LIMIT},classify={LIMIT + 2}"      # per task: classification measured on more pictures
+    assert cli_main(["eval", "--checkpoint", str(checkpoint), "--data", str(small_data), "--limit", limit,
                      "--json", str(eval_json)]) == 0
     notes = tmp_path / "notes.md"
     notes.write_text("Trained for 3 steps; a random model.")
     stages = [_stage_folder(tmp_path / "stage1", 40, None), _stage_folder(tmp_path / "stage2", 30, "stage1/final")]
-    assert cli_main(["card", "--checkpoint", str(checkpoint), "--data", str(small_data), "--limit", str(LIMIT),
+    assert cli_main(["card", "--checkpoint", str(checkpoint), "--data", str(small_data), "--limit", limit,
                      "--out", str(out), "--notes", str(notes), "--run", str(stages[0]), "--run", str(stages[1])]) == 0
     evaluated = json.loads(eval_json.read_text())["results"]
     measured = json.loads((out / "measurements.json").read_text())
     assert measured["eval"]["results"] == evaluated
     card = (out / "README.md").read_text()
     c = evaluated["classify"]["all"]
+    assert c["n"] == LIMIT + 2 and evaluated["detect"]["all"]["n"] == LIMIT
     assert f"| all | {c['n']} | {c['top1']:.4f} | {c['top5']:.4f} |" in card
+    assert f"({LIMIT} examples per task; classify: {LIMIT + 2} examples)" in card
+    assert f"--limit {limit} --json eval.json" in card
     for heading in ("## Intended use", "## Limitations", "## Quality targets", "## Training data", "## Evaluation",
                     "## Worst slices", "## Calibration", "## Robustness", "model-index:"):
         assert heading in card

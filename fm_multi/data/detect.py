@@ -140,5 +140,6 @@ half of any object are redrawn. Train uses the Noto, Symbola, Tux Paint, Twemoji
 OpenMoji style.""",
         "Sources and licences": """
 Same as the classification set: Noto Color Emoji (OFL-1.1), Symbola (free), Twemoji (CC BY 4.0),
-EmojiOne 2.3 (CC BY 4.0), OpenMoji (CC BY-SA 4.0), Tux Paint stamps (GPL-2), scikit-image sample pictures (mostly CC0 / public domain).""",
+EmojiOne 2.3 (CC BY 4.0), OpenMoji (CC BY-SA 4.0), Tux Paint stamps (GPL-2), scikit-image sample
+pictures (mostly CC0 / public domain).""",
     })
