@@ -114,6 +114,7 @@ unseen styles apart. Everything is deterministic from the build seed.""",
         "Sources and licences": """
 Noto Color Emoji (OFL-1.1), Symbola (free for any use), Twemoji (graphics CC BY 4.0, credit "Twemoji
 by Twitter, Inc and other contributors"), EmojiOne 2.3 (CC BY 4.0, credit "Emoji One"), OpenMoji
-(CC BY-SA 4.0: pictures using it are shared alike, credit "OpenMoji, the open-source emoji and icon project"), Tux Paint stamps (GPL-2),
-scikit-image sample pictures (mostly CC0 / public domain), Unicode emoji names (Unicode licence).""",
+(CC BY-SA 4.0: pictures using it are shared alike, credit "OpenMoji, the open-source emoji and icon
+project"), Tux Paint stamps (GPL-2), scikit-image sample pictures (mostly CC0 / public domain), Unicode
+emoji names (Unicode licence).""",
     })
