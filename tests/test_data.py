@@ -82,7 +82,7 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch):
     red = images.render_vector("twemoji", "dog", "\U0001F415")
     blue = images.render_vector("emojione", "dog", "\U0001F415")
     # cropped to the drawn shape: a 1:2 red bar and a 2:1 blue bar, opaque, about GLYPH_SIZE tall/wide
-    assert red.mode == "RGBA" and abs(red.height - 2 * red.width) <= 2 and red.height > images.GLYPH_SIZE
+    assert red.mode == "RGBA" and abs(red.height - 2 * red.width) <= 2 and red.height == images.VECTOR_SIZE
     assert abs(blue.width - 2 * blue.height) <= 2
     r, b = np.asarray(red), np.asarray(blue)
     assert (r[..., 3] == 255).mean() > 0.95 and r[..., 0].mean() > 250 and r[..., 2].mean() < 5
@@ -94,7 +94,7 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch):
     assert images.train_styles("dog", {"dog": ["stamp.png"]}) == ["noto", "symbola", "tuxpaint"]
 
 
-def test_npm_package_is_checked_before_it_is_unpacked(tmp_path):
+def test_npm_package_is_checked_before_it_is_unpacked(tmp_path, monkeypatch, capsys):
     import hashlib
     import tarfile
 
@@ -110,6 +110,12 @@ def test_npm_package_is_checked_before_it_is_unpacked(tmp_path):
     assert not (tmp_path / "bad").exists()
     dest = deps.fetch_npm_package(tgz.as_uri(), good, tmp_path / "good")
     assert (dest / "package" / "1f415.svg").read_text() == "<svg/>"
+    # an unreachable registry costs the optional styles, with a message, not the whole `data deps`
+    monkeypatch.setattr(deps, "NPM_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(deps, "NPM_REGISTRY", (tmp_path / "no-registry").as_uri())
+    deps.fetch_npm_styles()
+    out = capsys.readouterr().out
+    assert out.count("could not fetch") == len(deps.NPM_PACKAGES) and not (tmp_path / "cache").exists()
 
 
 def test_coco_reads_detect(small_data):

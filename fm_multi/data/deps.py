@@ -99,8 +99,12 @@ def fetch_npm_styles(dry_run: bool = False) -> None:
             print(f"{style}: {package}@{version} already in {dest}")
             continue
         print("+ fetch", url)
-        if not dry_run:
+        if dry_run:
+            continue
+        try:
             fetch_npm_package(url, sha256, dest)
+        except OSError as e:  # no network, registry down: the style is optional, so say so and go on
+            print(f"{style}: could not fetch {url} ({e}); builds will use the other training styles")
 
 
 def translation_files(lists_dir: Path = DEBIAN_LISTS) -> list[str]:

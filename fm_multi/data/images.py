@@ -2,9 +2,9 @@
 
 Each class has up to six looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
 Tux Paint stamps (cut-outs of real photos), Twemoji and EmojiOne (flat vector art, when
-`fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of training, to measure
-how the model does on an art style it never saw). A cut-out is an RGBA image cropped to its alpha; pasting
-it onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so
+`fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of training, to
+measure how the model does on an art style it never saw). A cut-out is an RGBA image cropped to
+its alpha; pasting it onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so
 whose box, is known exactly. Everything random takes a numpy Generator so a build is reproducible,
 and all pixel work is whole-array numpy or PIL, never a Python loop over pixels.
 """
@@ -24,6 +24,7 @@ TRAIN_STYLES = ("noto", "symbola", "tuxpaint", "twemoji", "emojione")
 VECTOR_STYLES = ("twemoji", "emojione")   # SVG packages from npm (deps.NPM_PACKAGES), optional
 HELDOUT_STYLE = "openmoji"
 GLYPH_SIZE = 109    # the only size Noto's bitmap strikes render at (~136x128 px)
+VECTOR_SIZE = 128   # SVG styles are rasterised this wide, about as large as a Noto glyph
 CANVAS = 160        # scratch canvas large enough for any glyph at GLYPH_SIZE
 MAX_STAMP = 256     # stamps are downscaled once to this longest side; objects never need more
 ALPHA_CUT = 8       # resampling leaves faint alpha fringes; below this a pixel is background
@@ -96,13 +97,13 @@ def _iconify_set(path: str) -> dict:
 
 
 def render_vector(style: str, name: str, char: str) -> Image.Image | None:
-    """A vector style's picture of `name` as an RGBA cut-out about GLYPH_SIZE px wide, or None."""
+    """A vector style's picture of `name` as an RGBA cut-out at most VECTOR_SIZE px wide, or None."""
     import cairosvg
 
     svg = vector_svg(style, name, char)
     if svg is None:
         return None
-    png = cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=GLYPH_SIZE + 19)
+    png = cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=VECTOR_SIZE)
     im = Image.open(io.BytesIO(png)).convert("RGBA")
     box = im.getchannel("A").point(lambda a: 255 if a >= ALPHA_CUT else 0).getbbox()
     return im.crop(box) if box else None
