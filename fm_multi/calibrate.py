@@ -170,8 +170,7 @@ def measure(model, codec, data_dir, limit: int | dict | None, batch_size: int, l
     results = {}
     for task in ("classify", "detect"):
         data = streams.dataset(task, data_dir, "val")
-        idx = evaluate._indices(data, evaluate.limit_for(limit, task))
-        collate = streams.collate_fn(task, codec, model.config)
+        idx, collate = evaluate._indices(data, limit, task), streams.collate_fn(task, codec, model.config)
         if task == "classify":
             logits, targets = classify_logits(model, data, idx, collate, batch_size)
             results[task] = _summary("multi", logits, targets, fit_temperature(logits, targets))

@@ -76,8 +76,10 @@ def _batches(data, indices: list[int], batch_size: int):
         yield chunk, [data[j] for j in chunk]
 
 
-def _indices(data, limit: int | None) -> list[int]:
-    return streams.val_subset(len(data), limit) if limit else list(range(len(data)))
+def _indices(data, limit: int | dict | None, task: str) -> list[int]:
+    """The val examples `task` is measured on under `limit` (see limit_for): a fixed spread, or all."""
+    n = limit_for(limit, task)
+    return streams.val_subset(len(data), n) if n else list(range(len(data)))
 
 
 def parse_limit(text: str) -> dict[str, int]:
@@ -304,7 +306,7 @@ def evaluate(checkpoint, data_dir, tasks=TASK_NAMES, limit: int | None = None, b
     results = {}
     for task in tasks:
         data = streams.dataset(task, data_dir, "val")
-        idx, collate = _indices(data, limit_for(limit, task)), collates[task]
+        idx, collate = _indices(data, limit, task), collates[task]
         if task == "chat":
             results[task] = eval_chat(pipe, data, idx, collate, batch_size)
         elif task == "summarize":

@@ -121,7 +121,7 @@ def curves(task: str, model, codec, data_dir, limit: int | dict | None, batch_si
     clean: the task's "all" result from evaluate on the same examples, reused for the clean points.
     """
     data = streams.dataset(task, data_dir, "val")
-    indices = evaluate._indices(data, evaluate.limit_for(limit, task))
+    indices = evaluate._indices(data, limit, task)
     collate = streams.collate_fn(task, codec, model.config)
     table = AUDIO_CORRUPTIONS if task == "transcribe" else IMAGE_CORRUPTIONS
     metric, out = METRIC[task], {}
