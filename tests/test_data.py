@@ -67,11 +67,12 @@ def _vector_packages(cache: Path) -> None:
         "icons": {"dog": {"body": '<rect x="0" y="16" width="64" height="32" fill="#0000ff"/>'}}}))
 
 
-def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch):
+def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request):
     pytest.importorskip("cairosvg")
     import numpy as np
 
     from fm_multi.data import deps, images
+    request.addfinalizer(images._vector_styles.cache_clear)   # no stand-in lookups left for later builds
     _vector_packages(tmp_path)
     monkeypatch.setattr(deps, "NPM_CACHE", tmp_path)
     # Twemoji by code point (the U+FE0F selector dropped), EmojiOne by hyphenated name or alias
@@ -89,8 +90,10 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch):
     assert b[..., 2].mean() > 250 and b[..., 0].mean() < 5
     # a class drawn in the vector styles gets them as training styles; missing packages drop them
     monkeypatch.setattr(images, "_emoji_table", lambda: {"dog": type("E", (), {"char": "\U0001F415"})()})
+    images._vector_styles.cache_clear()
     assert images.train_styles("dog", {}) == ["noto", "symbola", "twemoji", "emojione"]
     monkeypatch.setattr(deps, "NPM_CACHE", tmp_path / "elsewhere")
+    images._vector_styles.cache_clear()        # the lookup is cached per class; the packages changed
     assert images.train_styles("dog", {"dog": ["stamp.png"]}) == ["noto", "symbola", "tuxpaint"]
 
 

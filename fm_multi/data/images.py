@@ -171,17 +171,22 @@ def available_styles(name: str, stamps: dict[str, list[str]]) -> list[str]:
     styles = [s for s in ("noto", "symbola") if render_glyph(s, char) is not None]
     if name in stamps:
         styles.append("tuxpaint")
-    styles += [s for s in VECTOR_STYLES if vector_svg(s, name, char) is not None]
+    styles += _vector_styles(name)
     if deps.openmoji_font() and render_glyph(HELDOUT_STYLE, char) is not None:
         styles.append(HELDOUT_STYLE)
     return styles
 
 
+@functools.cache
+def _vector_styles(name: str) -> list[str]:
+    """The vector styles that have class `name`; looked up once per class, not per drawn object."""
+    char = _emoji_table()[name].char
+    return [s for s in VECTOR_STYLES if vector_svg(s, name, char) is not None]
+
+
 def train_styles(name: str, stamps: dict[str, list[str]]) -> list[str]:
     """The training styles class `name` is drawn in (select_classes made sure of Noto and Symbola)."""
-    char = _emoji_table()[name].char
-    styles = ["noto", "symbola"] + (["tuxpaint"] if name in stamps else [])
-    return styles + [s for s in VECTOR_STYLES if vector_svg(s, name, char) is not None]
+    return ["noto", "symbola"] + (["tuxpaint"] if name in stamps else []) + _vector_styles(name)
 
 
 def select_classes(candidates: list[str]) -> tuple[list[str], dict[str, list[str]]]:
