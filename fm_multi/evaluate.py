@@ -258,12 +258,12 @@ def eval_detect(model, data, indices, collate, batch_size: int, annotation_file:
                 x0, y0, x1, y1 = d["box"]
                 results.append({"image_id": rec["id"], "category_id": category_id[d["label"]],
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["score"]})
-    report = {"all": {"n": len(image_ids), **metrics.coco_map(coco, results, image_ids),
-                      "detections": len(results)}}
+    sliced = metrics.coco_slices(coco, results, image_ids) if slices else {}
+    overall = sliced.pop("all", None) or metrics.coco_map(coco, results, image_ids)
+    report = {"all": {"n": len(image_ids), **overall, "detections": len(results)}}
     if slices:
         any_class = metrics.coco_map_any_class(coco, results, image_ids)
-        report.update(any_class={"n": len(image_ids), **any_class},
-                      **metrics.coco_slices(coco, results, image_ids))
+        report.update(any_class={"n": len(image_ids), **any_class}, **sliced)
     return report
 
 

@@ -154,7 +154,8 @@ def _coco_from(dataset: dict):
 
 
 def coco_slices(dataset: dict, detections: list[dict], image_ids: list[int]) -> dict:
-    """Detection quality per class (AP@0.5), per image background and per object style (mAP).
+    """Detection quality overall ("all": coco_map's figures, from the same COCOeval run), per class
+    (AP@0.5), per image background and per object style (mAP).
 
     A style's mAP treats the other styles' objects as crowd regions (iscrowd=1), so a box on them
     counts neither as a hit nor as a false alarm. Images or objects without the key are skipped.
@@ -174,7 +175,7 @@ def coco_slices(dataset: dict, detections: list[dict], image_ids: list[int]) -> 
         p = ev.eval["precision"][0, :, k, 0, -1]
         if counts[cat]:
             by_class[names[cat]] = {"n": counts[cat], "ap_50": float(p[p > -1].mean()) if (p > -1).any() else 0.0}
-    out = {"by_class": dict(sorted(by_class.items()))}
+    out = {"all": _map(ev), "by_class": dict(sorted(by_class.items()))}
     backgrounds = sorted({im["background"] for im in images if "background" in im})
     out["by_background"] = {}
     for bg in backgrounds:

@@ -258,6 +258,8 @@ def test_detection_slices_on_exact_boxes(small_data):
              for a in coco["annotations"]]
     ids = [im["id"] for im in coco["images"]]
     s = metrics.coco_slices(coco, exact, ids)
+    assert s["all"] == metrics.coco_map(coco, exact, ids) == {"map_50_95": pytest.approx(1.0),
+                                                              "map_50": pytest.approx(1.0)}
     assert s["by_class"] and all(v["ap_50"] == pytest.approx(1.0) for v in s["by_class"].values())
     assert s["by_style"] and all(v["map_50"] == pytest.approx(1.0) for v in s["by_style"].values())
     assert sum(v["n"] for v in s["by_background"].values()) == len(ids)
