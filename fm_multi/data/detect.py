@@ -112,7 +112,7 @@ def _coco(results: list, classes: list[str]) -> dict:
 
 def build(out: Path, classes: list[str], stamps: dict, small: bool, seed: int, workers: int) -> dict:
     """Write DIR/detect; returns the counts for build.json."""
-    counts = {}
+    counts, styles = {}, set()
     for split, n in SCENES["small" if small else "full"].items():
         folder = out / "detect" / split
         make = partial(_make, seed=seed, classes=classes, stamps=stamps, val=split == "val", folder=folder)
@@ -120,11 +120,13 @@ def build(out: Path, classes: list[str], stamps: dict, small: bool, seed: int, w
         write_json(folder / "annotations.json", coco)
         counts[split] = len(coco["images"])
         counts[f"{split}_objects"] = len(coco["annotations"])
-    _card(out / "detect", counts, len(classes))
-    return counts
+        styles |= {a["style"] for a in coco["annotations"]}
+    _card(out / "detect", counts, len(classes), sorted(styles))
+    return {**counts, "styles": sorted(styles)}
 
 
-def _card(root: Path, counts: dict, n_classes: int) -> None:
+def _card(root: Path, counts: dict, n_classes: int, styles: list[str]) -> None:
+    trained = ", ".join(s for s in styles if s != images.HELDOUT_STYLE)
     write_card(root / "DATASET_CARD.md", "fm_multi detection set", {
         "Contents": f"""
 {counts['train']} train scenes ({counts['train_objects']} objects) and {counts['val']} val scenes
@@ -135,11 +137,8 @@ read it); extra keys: image `background` and `styles`, annotation `style`. `area
 1-{MAX_OBJECTS} cut-outs per scene, {MIN_SIDE}-{MAX_SIDE} px (log-uniform), recoloured, flipped and rotated,
 may run up to a quarter off the frame and overlap. Each box is the tight box of the object's pixels
 that stay on top (alpha > 0), so boxes are exact after occlusion; placements that would hide more than
-half of any object are redrawn. Train uses the Noto, Symbola, Tux Paint, Twemoji and EmojiOne styles
-(the last two where the build found their packages); val gives half of its objects the held-out
-OpenMoji style.""",
-        "Sources and licences": """
-Same as the classification set: Noto Color Emoji (OFL-1.1), Symbola (free), Twemoji (CC BY 4.0),
-EmojiOne 2.3 (CC BY 4.0), OpenMoji (CC BY-SA 4.0), Tux Paint stamps (GPL-2), scikit-image sample
-pictures (mostly CC0 / public domain).""",
+half of any object are redrawn. Train uses the styles {trained} (the vector styles where the build
+found their packages); val gives half of its objects the held-out OpenMoji style.""",
+        "Sources and licences": images.style_sources(styles) + """
+- scikit-image sample pictures (mostly CC0 / public domain)""",
     })

@@ -1,9 +1,9 @@
 """Emoji and stamp cut-outs, backgrounds, and compositing, shared by classification and detection.
 
-Each class has up to six looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
-Tux Paint stamps (cut-outs of real photos), Twemoji and EmojiOne (flat vector art, when
-`fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of training, to
-measure how the model does on an art style it never saw). A cut-out is an RGBA image cropped to
+Each class has up to eight looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
+Tux Paint stamps (cut-outs of real photos), Twemoji, EmojiOne, Fluent Emoji (flat) and Noto Emoji v1
+(vector art, when `fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of
+training, to measure how the model does on an art style it never saw). A cut-out is an RGBA image cropped to
 its alpha; pasting it onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so
 whose box, is known exactly. Everything random takes a numpy Generator so a build is reproducible,
 and all pixel work is whole-array numpy or PIL, never a Python loop over pixels.
@@ -20,9 +20,21 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from fm_multi.data import deps, labels
 
-TRAIN_STYLES = ("noto", "symbola", "tuxpaint", "twemoji", "emojione")
-VECTOR_STYLES = ("twemoji", "emojione")   # SVG packages from npm (deps.NPM_PACKAGES), optional
+VECTOR_STYLES = ("twemoji", "emojione", "fluent", "notov1")  # SVG packages from npm (deps.NPM_PACKAGES), optional
+TRAIN_STYLES = ("noto", "symbola", "tuxpaint", *VECTOR_STYLES)
 HELDOUT_STYLE = "openmoji"
+# Where each style comes from, under which licence and credit; the dataset cards quote these.
+STYLE_SOURCES = {
+    "noto": "Noto Color Emoji (OFL-1.1)",
+    "symbola": "Symbola (free for any use)",
+    "tuxpaint": "Tux Paint stamps (GPL-2)",
+    "twemoji": 'Twemoji 15 (graphics CC BY 4.0, credit "Twemoji by Twitter, Inc and other contributors")',
+    "emojione": 'EmojiOne 2.3 (CC BY 4.0, credit "Emoji One")',
+    "fluent": "Fluent Emoji, flat (MIT, Microsoft Corporation)",
+    "notov1": "Noto Emoji v1, the 2016 design (Apache-2.0, Google)",
+    "openmoji": 'OpenMoji (CC BY-SA 4.0: pictures using it are shared alike, credit "OpenMoji, the '
+                'open-source emoji and icon project")',
+}
 GLYPH_SIZE = 109    # the only size Noto's bitmap strikes render at (~136x128 px)
 VECTOR_SIZE = 128   # SVG styles are rasterised this wide, about as large as a Noto glyph
 CANVAS = 160        # scratch canvas large enough for any glyph at GLYPH_SIZE
@@ -72,8 +84,8 @@ def vector_svg(style: str, name: str, char: str) -> str | None:
     """The SVG source of class `name` (emoji `char`) in a vector style, or None if it lacks one.
 
     Twemoji names its files by code point ("1f436.svg", sequences joined by "-", without the
-    U+FE0F variation selector); EmojiOne (an Iconify set) keys its icons by the hyphenated CLDR
-    name ("alarm-clock"), some through an alias.
+    U+FE0F variation selector); the Iconify sets (EmojiOne, Fluent, Noto v1) key their icons by the
+    hyphenated CLDR name ("alarm-clock"), some through an alias.
     """
     folder = deps.npm_package_dir(style)
     if folder is None:
@@ -175,6 +187,11 @@ def available_styles(name: str, stamps: dict[str, list[str]]) -> list[str]:
     if deps.openmoji_font() and render_glyph(HELDOUT_STYLE, char) is not None:
         styles.append(HELDOUT_STYLE)
     return styles
+
+
+def style_sources(styles: list[str]) -> str:
+    """The sources and licences of `styles` as markdown list items, for a dataset card."""
+    return "".join(f"\n- {STYLE_SOURCES[s]}" for s in styles)
 
 
 @functools.cache
