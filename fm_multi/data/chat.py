@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fm_multi.data.common import write_jsonl
 
-COUNTS = {"full": {"train": 30000, "val": 1000}, "small": {"train": 300, "val": 60}}
+COUNTS = {"full": {"train": 150000, "val": 1000}, "small": {"train": 300, "val": 60}}
 SKILL_ODDS = {"arithmetic": 0.22, "counting": 0.12, "spelling": 0.14, "units": 0.12,
               "definition": 0.18, "package": 0.10, "command": 0.08, "smalltalk": 0.04}
 CHECKABLE = {"arithmetic", "counting", "spelling", "units"}
