@@ -73,7 +73,7 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request
     pytest.importorskip("cairosvg")
     import numpy as np
 
-    from fm_multi.data import deps, images
+    from fm_multi.data import deps
     request.addfinalizer(images._vector_styles.cache_clear)   # no stand-in lookups left for later builds
     _vector_packages(tmp_path)
     monkeypatch.setattr(deps, "NPM_CACHE", tmp_path)

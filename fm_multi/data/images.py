@@ -21,7 +21,6 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 from fm_multi.data import deps, labels
 
 VECTOR_STYLES = ("twemoji", "emojione", "fluent", "notov1")  # SVG packages from npm (deps.NPM_PACKAGES), optional
-TRAIN_STYLES = ("noto", "symbola", "tuxpaint", *VECTOR_STYLES)
 HELDOUT_STYLE = "openmoji"
 # Where each style comes from, under which licence and credit; the dataset cards quote these.
 STYLE_SOURCES = {
