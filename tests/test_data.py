@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fm_multi.data import build, images, loaders
+from fm_multi.data import build, chat, images, loaders
 from fm_multi.data.speech import normalize_transcript
 from fm_multi.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 
@@ -235,6 +235,29 @@ def test_summarize_and_chat_splits(small_data):
         if m and len(r["messages"]) <= 3:
             assert int(a) == eval(f"{m[1]} {m[2]} {m[3]}")
     assert (text / "corpus.txt").stat().st_size > 0
+
+
+
+def test_chat_train_keeps_common_questions_and_val_never_repeats_train():
+    kb = chat.Knowledge(words=["apple", "harbor", "lemon"], sentences=["the cat sat on the old mat"],
+                        senses=[], packages=[], commands=[])
+    train = chat.generate(kb, 0, "train", 3000)
+    hello = [c for c in train if c["messages"][-1]["content"] == "Hello! How can I help you?"]
+    assert len(hello) > 3 * len({chat._key(c) for c in hello}), "greetings must repeat in train"
+    users = [m["content"] for c in train for m in c["messages"] if m["role"] == "user"]
+    assert "Spell the word apple." in users and "Spell the word 'apple'." in users    # quotes or none
+    assert any(u[0].islower() and u[-1] not in ".!?" for u in users)                 # typed casually
+    small_sums = [u for u in users if re.fullmatch(r"What is \d [+*] \d\?", u)]
+    assert len(small_sums) > len(set(small_sums)) > 10                               # and come up again
+
+    val = chat.generate(kb, 0, "val", 200, {chat._key(c) for c in train})
+    keys = [chat._key(c) for c in val]
+    assert len(val) == 200 and len(set(keys)) == 200
+    assert not set(keys) & {chat._key(c) for c in train}
+    # a question differing only in quotes, capitals or final mark is the same instance
+    ask = [{"role": "user", "content": "Spell the word 'apple'."}, {"role": "assistant", "content": "a-p-p-l-e"}]
+    typed = [{"role": "user", "content": "spell the word apple"}, ask[1]]
+    assert chat._key({"messages": ask}) == chat._key({"messages": typed})
 
 
 # ---- determinism, validation, CLI ---------------------------------------------------------------

@@ -5,7 +5,9 @@ exact (arithmetic, counting, spelling, unit conversion), knowledge answers looke
 Debian descriptions and man pages, and a little small talk. Some conversations continue with a
 follow-up that only makes sense with the earlier turns ("And if you add 3 to that?"). Answers are
 short and always phrased the same way (an arithmetic answer is just the number) so a tiny model
-can learn them. Train is drawn first; a val conversation whose user/assistant turns occur in train
+can learn them; questions vary the way people type (quotes or none, capitals, final punctuation).
+Train keeps repeats, so a common question (a greeting, a small sum) comes up as often as it is
+drawn. Val is drawn after train, and a val conversation whose user/assistant turns occur in train
 is redrawn, so no val instance is ever seen in training.
 """
 
@@ -30,23 +32,25 @@ QUESTIONS = {
     "+": ["What is {a} + {b}?", "What is {a} plus {b}?", "Add {a} and {b}.", "{a} + {b} = ?"],
     "-": ["What is {a} - {b}?", "What is {a} minus {b}?", "Subtract {b} from {a}.", "{a} - {b} = ?"],
     "*": ["What is {a} * {b}?", "What is {a} times {b}?", "Multiply {a} by {b}.", "{a} x {b} = ?"],
-    "letters": ["How many letters are in the word '{w}'?", "How many letters does '{w}' have?"],
-    "spell": ["Spell the word '{w}'.", "How do you spell '{w}'?", "Spell '{w}' letter by letter."],
-    "backwards": ["Spell '{w}' backwards.", "Spell the word '{w}' backwards."],
+    "letters": ["How many letters are in the word {w}?", "How many letters does {w} have?"],
+    "spell": ["Spell the word {w}.", "How do you spell {w}?", "Spell {w} letter by letter."],
+    "backwards": ["Spell {w} backwards.", "Spell the word {w} backwards."],
     "to_small": ["How many {s}s are in {n} {b}?", "Convert {n} {b} to {s}s."],
     "to_big": ["Convert {m} {s} to {b}s.", "How many {b}s is {m} {s}?"],
-    "define": ["What does '{w}' mean?", "Define '{w}'.", "What is the meaning of the word '{w}'?"],
+    "define": ["What does {w} mean?", "Define {w}.", "What is the meaning of the word {w}?"],
     "package": ["What is the Debian package {p}?", "What does the {p} package do?", "What is {p}?",
                 "Briefly, what is the package {p}?"],
     "which_command": ["Which command can I use to {s}?", "What command should I run to {s}?"],
     "what_command": ["What does the {c} command do?", "What is {c} for?"],
 }
-SMALLTALK = [("Hello!", "Hello! How can I help you?"), ("Hi there.", "Hello! How can I help you?"),
-             ("Who are you?", "I am fm_multi, a small multimodal assistant."),
-             ("What can you do?",
+SMALLTALK = [(["Hello!", "Hi there.", "Hi!", "Hey!", "Good morning!", "Good evening."], "Hello! How can I help you?"),
+             (["Who are you?", "What are you?", "What is your name?", "What's your name?"],
+              "I am fm_multi, a small multimodal assistant."),
+             (["What can you do?", "How can you help me?", "What are you able to do?"],
               "I can chat, summarize text, classify images, detect objects and transcribe speech."),
-             ("Thank you!", "You're welcome!"), ("Thanks, that helps.", "You're welcome!"),
-             ("Goodbye!", "Goodbye!"), ("How are you?", "I'm fine, thank you. How can I help you?")]
+             (["Thank you!", "Thanks, that helps.", "Thanks!", "Thank you very much."], "You're welcome!"),
+             (["Goodbye!", "Bye!", "See you later."], "Goodbye!"),
+             (["How are you?", "How are you doing?", "How's it going?"], "I'm fine, thank you. How can I help you?")]
 # Unit chains: each unit converts into the next (smaller) one by an exact factor.
 UNIT_CHAINS = [[("kilometer", "km", 1000), ("meter", "m", 100), ("centimeter", "cm", 10), ("millimeter", "mm", None)],
                [("kilogram", "kg", 1000), ("gram", "g", 1000), ("milligram", "mg", None)],
@@ -78,6 +82,16 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+def _quoted(r: random.Random, word: str) -> str:
+    return f"'{word}'" if r.random() < 0.6 else word
+
+
+def _typed(r: random.Random, text: str) -> str:
+    """A question as people type it: sometimes all lower case, sometimes without its final mark."""
+    text = text.lower() if r.random() < 0.15 else text
+    return text.rstrip(".!?") if r.random() < 0.15 else text
+
+
 def _number(x: Fraction) -> str:
     return str(x.numerator) if x.denominator == 1 else f"{float(x):.3f}".rstrip("0").rstrip(".")
 
@@ -89,7 +103,7 @@ def arithmetic(r: random.Random, kb: Knowledge) -> list[tuple[str, str]]:
     if op == "*":
         a, b = (r.randint(0, 12), r.randint(0, 12)) if r.random() < 0.7 else (r.randint(10, 99), r.randint(2, 9))
     else:
-        top = 99 if r.random() < 0.8 else 999
+        top = r.choices([9, 99, 999], weights=[0.15, 0.65, 0.2])[0]
         a, b = r.randint(0, top), r.randint(0, top)
         if op == "-":
             a, b = max(a, b), min(a, b)                 # no negative differences
@@ -106,28 +120,28 @@ def arithmetic(r: random.Random, kb: Knowledge) -> list[tuple[str, str]]:
 def counting(r: random.Random, kb: Knowledge) -> list[tuple[str, str]]:
     w, kind = r.choice(kb.words), r.random()
     if kind < 0.3:
-        return [(r.choice(QUESTIONS["letters"]).format(w=w), str(len(w)))]
+        return [(r.choice(QUESTIONS["letters"]).format(w=_quoted(r, w)), str(len(w)))]
     if kind < 0.6:
         c = r.choice(w) if r.random() < 0.8 else r.choice("abcdefghijklmnopqrstuvwxyz")
-        return [(f"How many times does the letter '{c}' appear in '{w}'?", str(w.count(c)))]
+        return [(f"How many times does the letter '{c}' appear in {_quoted(r, w)}?", str(w.count(c)))]
     if kind < 0.75:
-        return [(f"How many vowels are in '{w}'?", str(sum(ch in "aeiou" for ch in w)))]
+        return [(f"How many vowels are in {_quoted(r, w)}?", str(sum(ch in "aeiou" for ch in w)))]
     s = r.choice(kb.sentences)
     return [(f'How many words are in this sentence: "{s}"', str(len(s.split())))]
 
 
 def spelling(r: random.Random, kb: Knowledge) -> list[tuple[str, str]]:
     w, kind = r.choice(kb.words), r.random()
-    forwards, backwards = "-".join(w), "-".join(reversed(w))
+    forwards, backwards, q = "-".join(w), "-".join(reversed(w)), _quoted(r, w)
     if kind < 0.3:
-        turns = [(r.choice(QUESTIONS["backwards"]).format(w=w), backwards)]
+        turns = [(r.choice(QUESTIONS["backwards"]).format(w=q), backwards)]
         again = ("Now spell it forwards.", forwards)
     elif kind < 0.8:
-        turns = [(r.choice(QUESTIONS["spell"]).format(w=w), forwards)]
+        turns = [(r.choice(QUESTIONS["spell"]).format(w=q), forwards)]
         again = ("Now spell it backwards.", backwards)
     else:
         which = r.choice(["first", "last"])
-        turns = [(f"What is the {which} letter of '{w}'?", w[0] if which == "first" else w[-1])]
+        turns = [(f"What is the {which} letter of {q}?", w[0] if which == "first" else w[-1])]
         again = ("Now spell it backwards.", backwards)
     if r.random() < FOLLOW_UP_ODDS:
         turns.append(r.choice([("How many letters does it have?", str(len(w))), again,
@@ -163,7 +177,7 @@ def units(r: random.Random, kb: Knowledge) -> list[tuple[str, str]]:
 
 def definition(r: random.Random, kb: Knowledge) -> list[tuple[str, str]]:
     w, s = r.choice(kb.senses)
-    turns = [(r.choice(QUESTIONS["define"]).format(w=w), _sentence(s.definition))]
+    turns = [(r.choice(QUESTIONS["define"]).format(w=_quoted(r, w)), _sentence(s.definition))]
     if r.random() < FOLLOW_UP_ODDS:
         others = [x for x in s.lemmas if x.lower() != w and re.fullmatch(r"[a-z ]+", x)]
         pos = {"noun": "A noun.", "verb": "A verb.", "adj": "An adjective.", "adv": "An adverb."}[s.pos]
@@ -196,7 +210,8 @@ def command(r: random.Random, kb: Knowledge) -> list[tuple[str, str]]:
 
 
 def smalltalk(r: random.Random, kb: Knowledge) -> list[tuple[str, str]]:
-    return [r.choice(SMALLTALK)]
+    questions, answer = r.choice(SMALLTALK)
+    return [(r.choice(questions), answer)]
 
 
 SKILLS = {"arithmetic": arithmetic, "counting": counting, "spelling": spelling, "units": units,
@@ -249,20 +264,25 @@ def conversation(r: random.Random, kb: Knowledge) -> dict:
         skill = "arithmetic"                    # a tiny build may lack a source; never crash on it
     messages = [{"role": "system", "content": r.choice(SYSTEM_PROMPTS)}] if r.random() < SYSTEM_ODDS else []
     for user, assistant in SKILLS[skill](r, kb):
-        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages += [{"role": "user", "content": _typed(r, user)}, {"role": "assistant", "content": assistant}]
     return {"messages": messages, "skill": skill, "checkable": skill in CHECKABLE}
 
 
 def _key(conv: dict) -> str:
-    # System prompts do not change an answer, so they do not make an instance new.
-    return json.dumps([m for m in conv["messages"] if m["role"] != "system"], ensure_ascii=False)
+    # System prompts, quotes, capitals and a final mark do not change a question, so they do not make
+    # an instance new.
+    return json.dumps([m["content"].lower().replace("'", "").rstrip(".!?") if m["role"] == "user" else m["content"]
+                       for m in conv["messages"] if m["role"] != "system"], ensure_ascii=False)
 
 
-def generate(kb: Knowledge, seed: int, split: str, n: int, exclude: set[str]) -> list[dict]:
-    """n distinct conversations whose keys are not in `exclude` (the other split)."""
+def generate(kb: Knowledge, seed: int, split: str, n: int, exclude: set[str] | None = None) -> list[dict]:
+    """n conversations as drawn, repeats kept; with `exclude` (the other split's keys), n distinct ones
+    whose keys are not in it."""
+    draw = (conversation(random.Random(f"chat/{seed}/{split}/{i}"), kb) for i in range(50 * n))
+    if exclude is None:
+        return [next(draw) for _ in range(n)]
     out, seen = [], set(exclude)
-    for i in range(50 * n):
-        conv = conversation(random.Random(f"chat/{seed}/{split}/{i}"), kb)
+    for conv in draw:
         key = _key(conv)
         if key not in seen:
             seen.add(key)
@@ -275,7 +295,7 @@ def generate(kb: Knowledge, seed: int, split: str, n: int, exclude: set[str]) ->
 def build(out: Path, src, small: bool, seed: int) -> dict:
     """Write text/chat_{train,val}.jsonl; returns counts for build.json."""
     kb, counts = knowledge(src), COUNTS["small" if small else "full"]
-    train = generate(kb, seed, "train", counts["train"], set())
+    train = generate(kb, seed, "train", counts["train"])
     val = generate(kb, seed, "val", counts["val"], {_key(c) for c in train})
     result = {"train": write_jsonl(out / "text" / "chat_train.jsonl", train),
               "val": write_jsonl(out / "text" / "chat_val.jsonl", val)}
