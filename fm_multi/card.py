@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from fm_multi import calibrate, distributed, evaluate, plots, robustness
+from fm_multi import calibrate, distributed, evaluate, examples, plots, robustness
 from fm_multi.card_text import render
 from fm_multi.checkpoint import resolve, write_atomic
 
@@ -113,7 +113,8 @@ def card_name(folder: Path) -> str:
 
 
 def measure(checkpoint, data_dir, limit: int | dict | None, batch_size: int = 16, device=None) -> dict:
-    """Every number the card shows: eval (with slices), calibration and robustness."""
+    """Every number the card shows: eval (with slices), calibration and robustness, and what the
+    checkpoint answers to the playground's examples."""
     from fm_multi.pipeline import Pipeline
 
     start = time.perf_counter()
@@ -123,13 +124,16 @@ def measure(checkpoint, data_dir, limit: int | dict | None, batch_size: int = 16
     pipe = Pipeline.from_pretrained(checkpoint, device=device)
     cal = calibrate.measure(pipe.model, pipe.codec, data_dir, limit, batch_size, pipe.labels)
     _log("calibration fitted", start)
+    pipe.temperatures = {t: c["temperature"] for t, c in cal.items() if c["n"]}  # as the app will serve it
+    answers = examples.answers(pipe)
+    _log("the playground's examples answered", start)
     rob = {}
     for task in robustness.METRIC:
         rob[task] = robustness.curves(task, pipe.model, pipe.codec, data_dir, limit, batch_size, pipe.labels,
                                       clean=report["results"][task]["all"])
         _log(f"robustness of {task} measured", start)
     counts = pipe.model.parameter_counts()
-    return {"eval": report, "calibration": cal, "robustness": rob,
+    return {"eval": report, "calibration": cal, "robustness": rob, "examples": answers,
             "model": {"config": pipe.config.to_dict(), "parameters": counts,
                       "classes": {t: len(pipe.labels[t]) for t in ("classify", "detect")}},
             "limit": limit, "data_dir": str(data_dir)}

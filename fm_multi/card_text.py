@@ -63,6 +63,23 @@ def table(header: list[str], rows: list[list]) -> list[str]:
             *("| " + " | ".join(str(c) for c in r) + " |" for r in rows), ""]
 
 
+def cell(text) -> str:
+    """Any text as one Markdown table cell: one line, pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def example_lines(rows: list[dict]) -> list[str]:
+    """What the checkpoint answers to the example inputs the playground offers."""
+    if not rows:
+        return []
+    return ["## The playground's examples", "",
+            "What this checkpoint answers to each example input of the app (chat and summaries greedy), "
+            "beside a right answer where there is one:", "",
+            *table(["tab", "input", "right answer", "this checkpoint's answer"],
+                   [[r["tab"], cell(r["input"]), cell(r["expected"] or "(open)"), cell(r["output"] or "(empty)")]
+                    for r in rows])]
+
+
 def front_matter(name: str, license: str, results: dict) -> list[str]:
     q = json.dumps  # JSON strings are valid YAML scalars and need no escaping rules of their own
     lines = ["---", f"license: {license}", "library_name: fm-multi", "language:", "- en", "tags:", "- multimodal",
@@ -261,7 +278,7 @@ def render(m: dict, figures: dict, info: dict, stages: list[dict], name: str, li
              INTENDED_USE, "## Limitations", "",
              "Measured on this checkpoint (details in the sections below):", "",
              *measured_limitations(results, m["robustness"], metrics), "",
-             *target_lines(results, notes),
+             *target_lines(results, notes), *example_lines(m.get("examples", [])),
              *architecture_lines(m["model"]), *data_lines(info),
              "## Evaluation", "",
              f"`fm-multi eval --limit {limit}` on the same data prints these numbers; slices with "

@@ -14,7 +14,8 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from fm_multi import calibrate, explain, robustness
+from fm_multi import calibrate, examples, explain, robustness
+from fm_multi.card_text import cell
 from fm_multi.checkpoint import save_checkpoint
 from fm_multi.cli import main as cli_main
 from fm_multi.config import preset
@@ -196,6 +197,16 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
     cer = evaluated["transcribe"]["trained_voices"]["cer"]
     assert f"| speech CER, trained voices | <= 0.1 | {cer:.3f} | missed by {cer - 0.1:.3f} |" in card
     assert "Trained for 3 steps; a random model." in card
+    # the app's example inputs, answered as the app answers them (calibrated, greedy)
+    pipe = Pipeline.from_pretrained(checkpoint)
+    assert [r["tab"] for r in measured["examples"]] == ["Chat"] * len(examples.CHAT) + ["Summarize"] + [
+        "Classify"] * len(examples.CLASSIFY) + ["Detect"] + ["Speech-to-text"] * len(examples.TRANSCRIBE)
+    reply = pipe.chat([{"role": "user", "content": "What is 12 plus 7?"}], temperature=0.0)
+    assert f"| Chat | What is 12 plus 7? | 19 | {cell(reply or '(empty)')} |" in card
+    label, p = pipe.classify(str(examples.path("dog.png")), top_k=1)[0]
+    assert f"| Classify | dog.png | dog | {label} ({p:.0%}) |" in card
+    heard = pipe.transcribe(str(examples.path("hello_world.wav")))
+    assert f"| Speech-to-text | hello_world.wav | hello world this is a test | {cell(heard or '(empty)')} |" in card
     for name in ("reliability_classify.png", "robustness_classify.png", "robustness_detect.png",
                  "robustness_transcribe.png"):
         assert (out / name).stat().st_size > 1000 and f"]({name})" in card

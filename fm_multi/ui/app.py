@@ -102,11 +102,11 @@ def build_demo(pipeline):
 
 def launch(demo, args, **kwargs):
     """Queue and serve `demo` with the command line's options; blocks unless prevent_thread_lock."""
-    from fm_multi.ui.common import EXAMPLES
+    from fm_multi.examples import FOLDER
 
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     return demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                       allowed_paths=[str(EXAMPLES)], max_file_size=args.max_file_size, **kwargs)
+                       allowed_paths=[str(FOLDER)], max_file_size=args.max_file_size, **kwargs)
 
 
 def serve(args) -> int:

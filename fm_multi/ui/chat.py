@@ -11,11 +11,8 @@ from contextlib import closing
 import gradio as gr
 import torch
 
-from fm_multi import explain
+from fm_multi import examples, explain
 from fm_multi.ui.common import TOKENS_LABEL, explain_box, log, token_cap, user_errors
-
-EXAMPLES = ["What is 12 plus 7?", "Spell the word apple.", "What does the word 'harbour' mean?",
-            "How many centimeters are in 3 meters?"]
 
 
 def text_of(content) -> str:
@@ -79,7 +76,7 @@ def build(pipeline) -> gr.ChatInterface:
     ]  # render=False: ChatInterface places them in its own accordion
     chat = gr.ChatInterface(make_respond(pipeline), additional_inputs=inputs,
                             additional_inputs_accordion=gr.Accordion("Sampling", open=False, render=False),
-                            examples=[[e] for e in EXAMPLES], cache_examples=False,
+                            examples=[[q] for q, _ in examples.CHAT], cache_examples=False,
                             api_name="chat", fill_height=False)
     show = explain_box("how likely the model found each token of its last reply")
     tokens = gr.HighlightedText(label=TOKENS_LABEL, visible=False, elem_id="chat-tokens")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from fm_multi.ui.common import display_copy, example, explain_box, file_path, label_top, user_errors
-
-EXAMPLES = ["dog.png", "red_apple.png", "automobile.png"]
+from fm_multi import examples
+from fm_multi.ui.common import display_copy, explain_box, file_path, label_top, user_errors
 
 
 def make_classify(pipeline):
@@ -46,7 +45,7 @@ def build(pipeline) -> None:
             notice = gr.Markdown(elem_id="classify-notice")
             heat = gr.Image(label="Why: saliency for the top class (gradient x input)", visible=False,
                             interactive=False, elem_id="classify-explain")
-    gr.Examples([[example(n)] for n in EXAMPLES], [image], api_visibility="private")
+    gr.Examples([[str(examples.path(n))] for n, _ in examples.CLASSIFY], [image], api_visibility="private")
     # preprocess=False: the Pipeline reads the upload itself and explains an unreadable one
     event = run.click(make_classify(pipeline), image, label, api_name="classify", preprocess=False)
     explain = make_explain(pipeline)

@@ -1,5 +1,5 @@
-"""What every tab shares: the examples folder, the one way Pipeline errors reach a user, and the
-"Explain" switch.
+"""What every tab shares: the one way Pipeline errors reach a user, and the "Explain" switch.
+The example inputs live in fm_multi/examples.py.
 
 Explanations are extra outputs filled by a second, private event (api_visibility="private") that runs
 after a task's own event; the five API endpoints and their return values stay as they are.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from pathlib import Path
 
 import gradio as gr
 
@@ -21,7 +20,6 @@ from fm_multi.explain import LOW_PROBABILITY
 from fm_multi.pipeline import InputError
 from fm_multi.ui.memory import release_free_memory
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 DISPLAY_SIDE = 1024  # pictures drawn for display are at most this big: gradio and the overlays work per pixel
 UNEXPECTED = ("The model failed on this input because of an internal error (it has been logged). "
               "Please try another input.")
@@ -50,10 +48,6 @@ def user_errors(task: str):
 def token_cap(pipeline, share: float) -> int:
     """Slider cap: the Pipeline's limit, but at most `share` of the context so the prompt still fits."""
     return max(1, min(pipeline.limits.max_new_tokens, int(pipeline.config.max_seq_len * share)))
-
-
-def example(name: str) -> str:
-    return str(EXAMPLES / name)
 
 
 def file_path(payload) -> str | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from fm_multi.ui.common import display_copy, example, explain_box, file_path, user_errors
+from fm_multi import examples
+from fm_multi.ui.common import display_copy, explain_box, file_path, user_errors
 
 MAX_DRAWN = 30  # more boxes than this only clutter the picture; the JSON keeps them all
 MAX_EXPLAINED = 8
@@ -62,7 +63,8 @@ def build(pipeline) -> None:
             boxes = gr.JSON(label="Boxes [x0, y0, x1, y1] in input pixels", open=True, elem_id="detect-output")
             heat = gr.Gallery(label="Why: saliency per box (gradient x input)", visible=False, columns=4,
                               height=300, object_fit="contain", elem_id="detect-explain")
-    gr.Examples([[example("scene.png"), 0.3]], [image, threshold], api_visibility="private")
+    gr.Examples([[str(examples.path(examples.DETECT[0])), examples.DETECT_THRESHOLD]], [image, threshold],
+                api_visibility="private")
     event = run.click(make_detect(pipeline), [image, threshold], [drawn, boxes], api_name="detect", preprocess=False)
     explain = make_explain(pipeline)
     event.success(explain, [image, threshold, show], heat, api_visibility="private", preprocess=False)

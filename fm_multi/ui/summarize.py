@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from fm_multi import explain
-from fm_multi.ui.common import EXAMPLES, TOKENS_LABEL, explain_box, token_cap, user_errors
+from fm_multi import examples, explain
+from fm_multi.ui.common import TOKENS_LABEL, explain_box, token_cap, user_errors
 
 
 def make_summarize(pipeline):
@@ -43,8 +43,7 @@ def build(pipeline) -> None:
         with gr.Column():
             summary = gr.Textbox(lines=3, label="Summary", buttons=["copy"], elem_id="summarize-output")
             tokens = gr.HighlightedText(label=TOKENS_LABEL, visible=False, elem_id="summarize-tokens")
-    sample = (EXAMPLES / "package_description.txt").read_text(encoding="utf-8").strip()
-    gr.Examples([[sample]], [text], api_visibility="private")
+    gr.Examples([[examples.summarize_text()]], [text], api_visibility="private")
     event = run.click(make_summarize(pipeline), [text, length], summary, api_name="summarize")
     explain_fn = make_explain(pipeline)
     event.success(explain_fn, [text, length, show], tokens, api_visibility="private")

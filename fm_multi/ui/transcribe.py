@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from fm_multi import explain, plots
-from fm_multi.ui.common import example, explain_box, user_errors
-
-EXAMPLES = ["hello_world.wav", "open_the_door.flac"]
+from fm_multi import examples, explain, plots
+from fm_multi.ui.common import explain_box, user_errors
 
 
 def make_transcribe(pipeline):
@@ -53,7 +51,7 @@ def build(pipeline) -> None:
                        elem_id="transcribe-alignment")
     words = gr.HighlightedText(label="Words by confidence (the redder, the less sure)", visible=False,
                                elem_id="transcribe-words")
-    gr.Examples([[example(n)] for n in EXAMPLES], [audio], api_visibility="private")
+    gr.Examples([[str(examples.path(n))] for n, _ in examples.TRANSCRIBE], [audio], api_visibility="private")
     event = run.click(make_transcribe(pipeline), audio, text, api_name="transcribe")
     explain_fn = make_explain(pipeline)
     event.success(explain_fn, [audio, show], [picture, words], api_visibility="private")
