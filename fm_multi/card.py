@@ -36,7 +36,7 @@ from fm_multi.checkpoint import resolve, write_atomic
 DEFAULT_LIMIT = 200          # val examples per task
 DATA_PARTS = ("classify", "detect", "speech", "text", "tokenizer")
 HISTORY = "training_history.json"
-KEEP_EVERY = 5               # training rows kept in HISTORY: every 5th (every 50 steps at log_every=10)
+KEEP_STEPS = 50             # training rows kept in HISTORY: the first of every 50 steps, and the last
 
 
 def _log(message: str, start: float) -> None:
@@ -95,9 +95,14 @@ def training_history(folders) -> list[dict]:
 
 
 def compact(stage: dict) -> dict:
-    """A stage for HISTORY: validation rows and every KEEP_EVERY-th training row (and the last), losses only."""
+    """A stage for HISTORY: validation rows and the first training row of every KEEP_STEPS steps (and the
+    last), losses only. Compacting again keeps the same rows, so a stage carried from card to card keeps
+    its curve."""
     train_steps = [r["step"] for r in stage["rows"] if r.get("kind") == "train"]
-    kept_steps = set(train_steps[KEEP_EVERY - 1::KEEP_EVERY] + train_steps[-1:])
+    firsts = {}
+    for step in train_steps:
+        firsts.setdefault(step // KEEP_STEPS, step)
+    kept_steps = set(firsts.values()) | set(train_steps[-1:])
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
              if k in ("step", "kind") or k.startswith("loss_")}
             for r in stage["rows"]
@@ -155,7 +160,9 @@ def write_figures(m: dict, out: Path, stages: list[dict]) -> dict[str, str]:
                                       higher_is_better=metric != "cer", names=robustness.NAMES)
         figures[f"robustness_{task}"] = plots.save(fig, out / f"robustness_{task}.png").name
     if any(stage["rows"] for stage in stages):
-        figures["loss_curve"] = plots.save(plots.loss_figure(stages), out / "loss_curve.png").name
+        # every stage drawn from the rows HISTORY keeps, so old and new stages have the same density
+        figures["loss_curve"] = plots.save(plots.loss_figure([compact(s) for s in stages]),
+                                           out / "loss_curve.png").name
     return figures
 
 

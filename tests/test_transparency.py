@@ -225,7 +225,8 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
     assert [(s["folder"], s["first_step"]) for s in later] == [(str(stages[0]), 0), (str(stages[1]), 40),
                                                              (str(tmp_path / "stage3"), 70)]
     assert later[1]["facts"]["started from the weights of"] == "stage1/final"
-    assert [(r["step"], r["kind"]) for r in later[0]["rows"]] == [(0, "val"), (40, "train")]  # 5th and last
+    # the first training row of each 50 steps, and the last
+    assert [(r["step"], r["kind"]) for r in later[0]["rows"]] == [(0, "val"), (10, "train"), (40, "train")]
     # slices: every breakdown the data allows
     assert {"by_style", "by_class", "by_background"} <= set(evaluated["classify"])
     assert "by_source" in evaluated["transcribe"] and "by_source" in evaluated["summarize"]
@@ -250,6 +251,19 @@ def _stage_folder(folder, steps: int, init_from: str | None):
              for s in range(10, steps + 1, 10)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
+
+
+def test_compacting_a_stage_again_keeps_its_curve():
+    from fm_multi.card import KEEP_STEPS, compact
+
+    rows = [{"step": s, "kind": "train", "loss_chat": 1 / s, "lr": 0.1} for s in range(10, 1001, 10)]
+    rows.insert(50, {"step": 500, "kind": "val", "loss_chat": 0.5})
+    once = compact({"folder": "x", "rows": rows})
+    assert compact(once) == once                    # a stage carried from card to card is not thinned
+    kept = [r["step"] for r in once["rows"] if r["kind"] == "train"]
+    assert kept == [10] + list(range(KEEP_STEPS, 1001, KEEP_STEPS))
+    assert [r for r in once["rows"] if r["kind"] == "val"] == [{"step": 500, "kind": "val", "loss_chat": 0.5}]
+    assert all("lr" not in r for r in once["rows"])
 
 
 def test_card_refuses_a_run_folder_without_metrics(checkpoint, small_data, tmp_path):
