@@ -183,6 +183,11 @@ def measure(model, codec, data_dir, limit: int | dict | None, batch_size: int, l
 
 
 # --- the checkpoint's config.json -----------------------------------------------------------------
+def temperatures(results: dict) -> dict[str, float]:
+    """measure()'s report -> {task: temperature} for the tasks it had examples of."""
+    return {task: r["temperature"] for task, r in results.items() if r["n"]}
+
+
 def load_temperatures(folder) -> dict[str, float]:
     """{"classify": T, "detect": T} from config.json, or {} for an uncalibrated checkpoint."""
     path = Path(folder) / "config.json"

@@ -129,7 +129,7 @@ def measure(checkpoint, data_dir, limit: int | dict | None, batch_size: int = 16
     pipe = Pipeline.from_pretrained(checkpoint, device=device)
     cal = calibrate.measure(pipe.model, pipe.codec, data_dir, limit, batch_size, pipe.labels)
     _log("calibration fitted", start)
-    pipe.temperatures = {t: c["temperature"] for t, c in cal.items() if c["n"]}  # as the app will serve it
+    pipe.temperatures = calibrate.temperatures(cal)  # answer the examples as the app will serve them
     answers = examples.answers(pipe)
     _log("the playground's examples answered", start)
     rob = {}
@@ -176,9 +176,8 @@ def build_card(checkpoint, data_dir, limit: int | dict | None = DEFAULT_LIMIT, o
     out.mkdir(parents=True, exist_ok=True)
     stages = training_history([runs] if isinstance(runs, (str, Path)) else runs)  # fail before measuring
     m = measure(folder, data_dir, limit, batch_size, device)
-    temps = {t: c["temperature"] for t, c in m["calibration"].items() if c["n"]}
     if Path(checkpoint).expanduser().is_dir():  # a local folder, not a read-only Hub cache
-        calibrate.save_temperatures(folder, temps)
+        calibrate.save_temperatures(folder, calibrate.temperatures(m["calibration"]))
     figures = write_figures(m, out, stages)
     info = data_info(data_dir)
     m["data"], m["training"] = info, [{**stage, "rows": len(stage["rows"])} for stage in stages]

@@ -237,7 +237,6 @@ def test_summarize_and_chat_splits(small_data):
     assert (text / "corpus.txt").stat().st_size > 0
 
 
-
 def test_chat_train_keeps_common_questions_and_val_never_repeats_train():
     kb = chat.Knowledge(words=["apple", "harbor", "lemon"], sentences=["the cat sat on the old mat"],
                         senses=[], packages=[], commands=[])

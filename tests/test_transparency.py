@@ -203,9 +203,9 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
         "Classify"] * len(examples.CLASSIFY) + ["Detect"] + ["Speech-to-text"] * len(examples.TRANSCRIBE)
     reply = pipe.chat([{"role": "user", "content": "What is 12 plus 7?"}], temperature=0.0)
     assert f"| Chat | What is 12 plus 7? | 19 | {cell(reply or '(empty)')} |" in card
-    label, p = pipe.classify(str(examples.path("dog.png")), top_k=1)[0]
+    label, p = pipe.classify(examples.path("dog.png"), top_k=1)[0]
     assert f"| Classify | dog.png | dog | {label} ({p:.0%}) |" in card
-    heard = pipe.transcribe(str(examples.path("hello_world.wav")))
+    heard = pipe.transcribe(examples.path("hello_world.wav"))
     assert f"| Speech-to-text | hello_world.wav | hello world this is a test | {cell(heard or '(empty)')} |" in card
     for name in ("reliability_classify.png", "robustness_classify.png", "robustness_detect.png",
                  "robustness_transcribe.png"):

@@ -45,7 +45,7 @@ def build(pipeline) -> None:
             notice = gr.Markdown(elem_id="classify-notice")
             heat = gr.Image(label="Why: saliency for the top class (gradient x input)", visible=False,
                             interactive=False, elem_id="classify-explain")
-    gr.Examples([[str(examples.path(n))] for n, _ in examples.CLASSIFY], [image], api_visibility="private")
+    gr.Examples([[examples.path(n)] for n, _ in examples.CLASSIFY], [image], api_visibility="private")
     # preprocess=False: the Pipeline reads the upload itself and explains an unreadable one
     event = run.click(make_classify(pipeline), image, label, api_name="classify", preprocess=False)
     explain = make_explain(pipeline)

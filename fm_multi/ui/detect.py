@@ -63,7 +63,7 @@ def build(pipeline) -> None:
             boxes = gr.JSON(label="Boxes [x0, y0, x1, y1] in input pixels", open=True, elem_id="detect-output")
             heat = gr.Gallery(label="Why: saliency per box (gradient x input)", visible=False, columns=4,
                               height=300, object_fit="contain", elem_id="detect-explain")
-    gr.Examples([[str(examples.path(examples.DETECT[0])), examples.DETECT_THRESHOLD]], [image, threshold],
+    gr.Examples([[examples.path(examples.DETECT[0]), examples.DETECT_THRESHOLD]], [image, threshold],
                 api_visibility="private")
     event = run.click(make_detect(pipeline), [image, threshold], [drawn, boxes], api_name="detect", preprocess=False)
     explain = make_explain(pipeline)

@@ -51,7 +51,7 @@ def build(pipeline) -> None:
                        elem_id="transcribe-alignment")
     words = gr.HighlightedText(label="Words by confidence (the redder, the less sure)", visible=False,
                                elem_id="transcribe-words")
-    gr.Examples([[str(examples.path(n))] for n, _ in examples.TRANSCRIBE], [audio], api_visibility="private")
+    gr.Examples([[examples.path(n)] for n, _ in examples.TRANSCRIBE], [audio], api_visibility="private")
     event = run.click(make_transcribe(pipeline), audio, text, api_name="transcribe")
     explain_fn = make_explain(pipeline)
     event.success(explain_fn, [audio, show], [picture, words], api_visibility="private")
