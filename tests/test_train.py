@@ -182,6 +182,20 @@ def test_classification_colour_changes_are_varied_and_keep_the_shape():
     assert streams.jitter_colour(img, random.Random(5)).tobytes() == outs[5].tobytes()   # seeded
 
 
+def test_ink_outline_draws_dark_lines_on_edges_and_leaves_flat_areas_alone():
+    import random
+
+    img = Image.new("RGB", (64, 64), (250, 250, 250))
+    img.paste((230, 160, 40), (16, 16, 48, 48))
+    for seed in range(10):
+        out = streams.ink_outline(img, random.Random(seed))
+        assert out.size == img.size
+        assert max(out.getpixel((15, 32))) <= 50 and max(out.getpixel((32, 16))) <= 50  # the square's edges
+        assert out.getpixel((32, 32)) == (230, 160, 40) and out.getpixel((4, 4)) == (250, 250, 250)
+    flat = Image.new("RGB", (64, 64), (120, 40, 200))
+    assert streams.ink_outline(flat, random.Random(1)).tobytes() == flat.tobytes()   # no edge, no ink
+
+
 def test_speech_augmentation_changes_speed_and_keeps_the_transcript():
     import random
 
