@@ -240,30 +240,47 @@ def _classify_backgrounds(data) -> dict[str, str]:
 
 @torch.no_grad()
 def eval_detect(model, data, indices, collate, batch_size: int, annotation_file: Path, labels: list[str],
-                slices: bool = True) -> dict:
-    """COCO mAP of the decoded boxes (in original image pixels) on the chosen val images; with
-    `slices`, also with the labels ignored (any_class: are the boxes in the right places?) and per
-    class, object style and image background (more COCOeval runs)."""
+                slices: bool = True, classify_labels: list[str] | None = None) -> dict:
+    """COCO mAP of the decoded boxes (in original image pixels) on the chosen val images, with the
+    second look at each box's crop that the app takes (tasks/detect.py: decode_with_crops) when the
+    classification head names the same classes (`classify_labels`); with
+    `slices`, also of the detector alone (detector_only), with the labels ignored (any_class: are the
+    boxes in the right places?) and per class, object style and image background (more COCOeval runs)."""
     device = next(model.parameters()).device
-    results, image_ids = [], []
+    results, detector_results, image_ids = [], [], []
     coco = metrics.load_coco(annotation_file)
     category_id = {c["name"]: c["id"] for c in coco["categories"]}
+
+    def crop_probs(crops):
+        return model.forward_classify(crops.to(device)).float().softmax(dim=-1)
+
+    second_look = crop_probs if classify_labels == labels else None
+
+    def coco_rows(image_id, dets):
+        return [{"image_id": image_id, "category_id": category_id[d["label"]], "score": d["score"],
+                 "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
+                for d in dets]
+
     for chunk, examples in _batches(data, indices, batch_size):
         batch = streams.to_device(collate(examples), device)
         out = model.forward_detect(batch["pixels"])
         for k, j in enumerate(chunk):
             rec = data.images[j]
             image_ids.append(rec["id"])
-            for d in detect_task.decode(out, k, *rec["size"], labels, threshold=DETECT_THRESHOLD):
-                x0, y0, x1, y1 = d["box"]
-                results.append({"image_id": rec["id"], "category_id": category_id[d["label"]],
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["score"]})
+            results += coco_rows(rec["id"], detect_task.decode_with_crops(
+                out, k, examples[k][0], labels, second_look, model.config.image_size, DETECT_THRESHOLD))
+            if slices and second_look:
+                detector_results += coco_rows(rec["id"], detect_task.decode(out, k, *rec["size"], labels,
+                                                                            threshold=DETECT_THRESHOLD))
     sliced = metrics.coco_slices(coco, results, image_ids) if slices else {}
     overall = sliced.pop("all", None) or metrics.coco_map(coco, results, image_ids)
     report = {"all": {"n": len(image_ids), **overall, "detections": len(results)}}
     if slices:
         any_class = metrics.coco_map_any_class(coco, results, image_ids)
-        report.update(any_class={"n": len(image_ids), **any_class}, **sliced)
+        report["any_class"] = {"n": len(image_ids), **any_class}
+        if second_look:
+            report["detector_only"] = {"n": len(image_ids), **metrics.coco_map(coco, detector_results, image_ids)}
+        report.update(sliced)
     return report
 
 
@@ -316,7 +333,8 @@ def evaluate(checkpoint, data_dir, tasks=TASK_NAMES, limit: int | None = None, b
             results[task] = eval_classify(pipe.model, data, idx, collate, batch_size, trained)
         elif task == "detect":
             results[task] = eval_detect(pipe.model, data, idx, collate, batch_size,
-                                        data.root / "val" / "annotations.json", pipe.labels["detect"])
+                                        data.root / "val" / "annotations.json", pipe.labels["detect"],
+                                        classify_labels=pipe.labels["classify"])
         else:
             results[task] = eval_transcribe(pipe.model, data, idx, collate, batch_size)
     return {"checkpoint": str(checkpoint), "data": str(data_dir), "limit": limit, "results": results}

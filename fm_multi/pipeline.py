@@ -226,6 +226,15 @@ class Pipeline:
             return None
         return f"I'm not sure (best guess: {top[0][0]}, {top[0][1]:.0%})" if top else "I'm not sure"
 
+    def _second_look(self):
+        """The classifier for detection's second look, or None when the two heads name different classes."""
+        return self._crop_probs if self.labels["classify"] == self.labels["detect"] else None
+
+    def _crop_probs(self, crops: torch.Tensor) -> torch.Tensor:
+        """Box crops -> classification-head probabilities, for detection's second look."""
+        logits = self.model.forward_classify(crops.to(self.device)).float()
+        return (logits / self.temperatures.get("classify", 1.0)).softmax(dim=-1)
+
     def _detect_outputs(self, pixels: torch.Tensor) -> dict:
         out = self.model.forward_detect(pixels)
         return {**out, "logits": out["logits"].float() / self.temperatures.get("detect", 1.0)}
@@ -239,7 +248,8 @@ class Pipeline:
         img = self.load_image(image)
         pixels = image_to_tensor(img, self.config.detect_image_size)[None].to(self.device)
         out = self._detect_outputs(pixels)
-        result = detect_task.decode(out, 0, img.size[0], img.size[1], self.labels["detect"], threshold)
+        result = detect_task.decode_with_crops(out, 0, img, self.labels["detect"], self._second_look(),
+                                               self.config.image_size, threshold)
         self.last_latency_s = time.perf_counter() - start
         return result
 
@@ -262,8 +272,8 @@ class Pipeline:
         pixels = image_to_tensor(img, self.config.detect_image_size)[None].to(self.device)
         with torch.inference_mode():
             out = self._detect_outputs(pixels)
-        dets = detect_task.decode(out, 0, img.size[0], img.size[1], self.labels["detect"], threshold,
-                                  max_boxes=max_boxes, with_patch=True)
+            dets = detect_task.decode_with_crops(out, 0, img, self.labels["detect"], self._second_look(),
+                                                 self.config.image_size, threshold, with_patch=True)[:max_boxes]
         for d in dets:
             sal = explain.detect_saliency(self.model, pixels, d.pop("patch"), self.labels["detect"].index(d["label"]))
             d["heatmap"] = explain.draw_box(explain.heatmap_overlay(img, sal.cpu()), d["box"])

@@ -165,6 +165,44 @@ def test_detection_decode_scales_to_input_pixels():
     assert dets[0]["box"] == [20.0, 20.0, 100.0, 60.0]
 
 
+def test_detection_second_look_takes_the_class_both_heads_rate_highest():
+    logit = lambda p: torch.logit(torch.tensor(p)).item()
+    out = {"logits": torch.full((1, 4, 3), -10.0),
+           "boxes": torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.02, 0.0, 0.52, 0.5],    # two views of one object
+                                   [0.5, 0.5, 1.0, 1.0], [0.0, 0.5, 0.2, 0.7]]])}
+    out["logits"][0, 0, :2] = torch.tensor([logit(0.6), logit(0.4)])   # detector: "a" 0.6, "b" 0.4
+    out["logits"][0, 1, 1] = logit(0.5)                                # detector: "b" 0.5
+    out["logits"][0, 2, 2] = logit(0.9)                                # detector: "c" 0.9
+    out["logits"][0, 3, 0] = logit(0.35)                               # detector: "a" 0.35
+    image = Image.new("RGB", (100, 100), "white")
+    image.paste((255, 0, 0), (0, 0, 50, 50))                           # red top-left: the classifier says "b"
+    seen = []
+
+    def classify(crops):
+        seen.append(crops)
+        red = crops[:, 0].mean((1, 2)) > crops[:, 1].mean((1, 2)) + 0.5
+        return torch.where(red[:, None], torch.tensor([0.1, 0.9, 0.0]), torch.tensor([0.2, 0.0, 0.8]))
+
+    dets = detect.decode_with_crops(out, 0, image, ["a", "b", "c"], classify, crop_size=16, threshold=0.3)
+    assert seen[0].shape == (4, 3, 16, 16)
+    # the first two boxes both become "b"; the second, sqrt(0.5 * 0.9) = 0.67, suppresses the first, 0.6
+    assert [d["label"] for d in dets] == ["c", "b"]
+    assert dets[0]["score"] == pytest.approx((0.9 * 0.8) ** 0.5, abs=1e-3)
+    assert dets[1]["score"] == pytest.approx((0.5 * 0.9) ** 0.5, abs=1e-3)
+    assert dets[1]["box"] == [2.0, 0.0, 52.0, 50.0]
+    # the last box scores sqrt(0.35 * 0.2) = 0.26 < 0.3 after its second look and is dropped
+    assert detect.decode_with_crops(out, 0, image, ["a", "b", "c"], classify, 16, threshold=0.95) == []
+
+
+def test_detection_crops_widen_boxes_within_the_picture():
+    image = Image.new("RGB", (100, 50), (0, 0, 255))
+    image.paste((255, 0, 0), (10, 10, 30, 30))
+    inside, edge = detect.crops(image, [[10.0, 10.0, 30.0, 30.0], [90.0, 40.0, 100.0, 50.0]], size=20, margin=0.25)
+    assert inside.shape == edge.shape == (3, 20, 20)
+    assert inside[0, 10, 10] > inside[2, 10, 10] and inside[2, 0, 0] > inside[0, 0, 0]  # red middle, blue border
+    assert torch.isfinite(edge).all()
+
+
 def test_ctc_greedy_decode_collapses_repeats_and_blanks():
     ids = [0, 3, 3, 0, 3, 1, 4]  # blank b b blank b space c
     logits = torch.full((len(ids), 29), -5.0)

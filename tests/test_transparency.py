@@ -205,6 +205,10 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
     assert f"| Chat | What is 12 plus 7? | 19 | {cell(reply or '(empty)')} |" in card
     label, p = pipe.classify(examples.path("dog.png"), top_k=1)[0]
     assert f"| Classify | dog.png | dog | {label} ({p:.0%}) |" in card
+    shown = pipe.detect(examples.path("scene.png"), threshold=examples.DETECT_THRESHOLD)  # as the tab shows it
+    detect_row = next(r for r in measured["examples"] if r["tab"] == "Detect")
+    assert detect_row["output"] == ", ".join(f"{b['label']} ({b['score']:.2f})" for b in shown) or (
+        not shown and detect_row["output"].startswith(f"no box scores {examples.DETECT_THRESHOLD} or more"))
     heard = pipe.transcribe(examples.path("hello_world.wav"))
     assert f"| Speech-to-text | hello_world.wav | hello world this is a test | {cell(heard or '(empty)')} |" in card
     for name in ("reliability_classify.png", "robustness_classify.png", "robustness_detect.png",

@@ -5,6 +5,12 @@ centre lies inside the box and within `radius` patches of the box centre; the pa
 box centre is always positive, so small objects are never left without a patch. A patch claimed
 by several boxes takes the smallest. Loss = sigmoid focal loss over all patches and classes,
 normalised by the number of positives, + GIoU and L1 on positive boxes.
+
+Decoding takes a second look at each box (`decode_with_crops`): the box is cut from the full-size
+picture and classified by the classification head, which sees the object at 64 px where the detector
+saw it at a few patches. Each class is scored sqrt(detector probability x classifier probability), the
+box keeps its best class, and the boxes are suppressed again per class. On 200 val scenes this doubled
+mAP@0.5 of the stage-8 checkpoint (0.131 -> 0.29): the detector finds objects better than it names them.
 """
 from __future__ import annotations
 
@@ -12,9 +18,15 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
+from collections.abc import Callable
+
+from PIL import Image
+
 from fm_multi.preprocess import image_to_tensor
 
 LOSS_WEIGHTS = {"focal": 1.0, "giou": 2.0, "l1": 5.0}
+CROP_MARGIN = 0.1       # each side of a box's crop is widened by this share of the box, as classify pictures have a border
+CANDIDATE_SCORE = 0.05  # the detector score a box needs for a second look
 
 
 def collate(examples: list[tuple], image_size: int) -> dict:
@@ -87,3 +99,48 @@ def decode(out: dict, index: int, width: int, height: int, labels: list[str], th
         for d, i in zip(dets, order):
             d["patch"] = int(patches[i])
     return dets
+
+
+def crops(image: Image.Image, boxes: list[list[float]], size: int, margin: float = CROP_MARGIN) -> torch.Tensor:
+    """Boxes (xyxy pixels of `image`) -> (N, 3, size, size) classifier input, each box widened by
+    `margin` of its width and height on every side (within the picture)."""
+    W, H = image.size
+    out = []
+    for x0, y0, x1, y1 in boxes:
+        mw, mh = (x1 - x0) * margin, (y1 - y0) * margin
+        out.append(image_to_tensor(image.crop((max(0.0, x0 - mw), max(0.0, y0 - mh),
+                                               min(W, x1 + mw), min(H, y1 + mh))), size))
+    return torch.stack(out)
+
+
+def decode_with_crops(out: dict, index: int, image: Image.Image, labels: list[str],
+                      classify: Callable[[torch.Tensor], torch.Tensor] | None, crop_size: int,
+                      threshold: float = 0.3, iou: float = 0.4, with_patch: bool = False) -> list[dict]:
+    """decode(), then a second look at every box the detector scores at least CANDIDATE_SCORE (or
+    `threshold`, if lower); the boxes scoring at least `threshold` after it are returned, best first.
+
+    `classify` maps crops (N, 3, crop_size, crop_size) to class probabilities (N, C) over the same
+    labels (None: no second look, as for a checkpoint whose two heads name different classes). Each
+    class c of a box scores sqrt(p_detector(c) x p_classifier(c)); the box takes its best class and the
+    boxes are suppressed again per class. The candidates do not depend on `threshold` above
+    CANDIDATE_SCORE, so a higher threshold only removes boxes, as a slider should. IoU 0.4 rather
+    than decode's 0.5: on 200 val scenes it gave mAP@0.5 0.300 against 0.291 (0.5) and 0.290 (0.3),
+    with 15% fewer boxes, as partial boxes of one object now agree on its class.
+    """
+    if classify is None:
+        return decode(out, index, image.size[0], image.size[1], labels, threshold, iou, with_patch=with_patch)
+    dets = decode(out, index, image.size[0], image.size[1], labels, min(threshold, CANDIDATE_SCORE), iou,
+                  with_patch=True)
+    if not dets:
+        return []
+    p_det = out["logits"][index][[d["patch"] for d in dets]].float().sigmoid()          # (N, C)
+    p_cls = classify(crops(image, [d["box"] for d in dets], crop_size)).float().to(p_det.device)
+    scores, classes = (p_det * p_cls).sqrt().max(dim=-1)
+    boxes = torch.tensor([d["box"] for d in dets])
+    keep = [int(i) for i in batched_nms(boxes, scores.cpu(), classes.cpu(), iou) if scores[i] >= threshold]
+    refined = [{"label": labels[int(classes[i])], "score": round(float(scores[i]), 4), "box": dets[i]["box"]}
+               for i in keep]
+    if with_patch:
+        for d, i in zip(refined, keep):
+            d["patch"] = dets[i]["patch"]
+    return refined
