@@ -218,7 +218,9 @@ def architecture_lines(model: dict) -> list[str]:
     return ["## Architecture", "",
             f"Pre-norm Transformer backbone shared by every task; a BPE text encoder with a tied LM head, {stem}, "
             "and a strided-convolution log-mel encoder (one token per 40 ms); heads: class logits "
-            "from the CLS token, dense per-patch detection (class + box), CTC over characters.", "",
+            "from the CLS token, dense per-patch detection (class + box), CTC over characters. Each detected box "
+            "gets a second look: its crop goes through the classification head, and the box keeps the class both "
+            "heads rate highest (the detection table's \"detector only\" row is without it).", "",
             *table(["setting", "value"], [[k, cfg[k]] for k in keys if k in cfg]),
             *table(["part", "parameters"], [[k, f"{v:,}"] for k, v in model["parameters"].items()])]
 
