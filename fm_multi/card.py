@@ -134,8 +134,9 @@ def measure(checkpoint, data_dir, limit: int | dict | None, batch_size: int = 16
     _log("the playground's examples answered", start)
     rob = {}
     for task in robustness.METRIC:
+        results = report["results"][task]  # detection's curves are of the detector alone (no second look)
         rob[task] = robustness.curves(task, pipe.model, pipe.codec, data_dir, limit, batch_size, pipe.labels,
-                                      clean=report["results"][task]["all"])
+                                      clean=results.get("detector_only", results["all"]))
         _log(f"robustness of {task} measured", start)
     counts = pipe.model.parameter_counts()
     return {"eval": report, "calibration": cal, "robustness": rob, "examples": answers,

@@ -159,7 +159,8 @@ def robustness_lines(rob: dict, figures: dict, metrics: dict) -> list[str]:
              "The headline metric of each perception task on corrupted val inputs (severity \"none\" is the "
              "clean input). Pictures: Gaussian pixel noise (std as a fraction of the range), Gaussian blur "
              "(radius in pixels), JPEG quality. Speech: white noise at an SNR in dB, speaking rate changed "
-             "by resampling (pitch moves with it).", ""]
+             "by resampling (pitch moves with it). Detection is measured without its second look (the detector "
+             "alone), which would cost a classifier pass per box for every corrupted picture.", ""]
     for task, curves in rob.items():
         metric = metrics[task]
         rows = [[NAMES.get(c, c), ", ".join(f"{'none' if p['severity'] is None else p['severity']}: "

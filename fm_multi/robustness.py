@@ -110,8 +110,7 @@ def _evaluate(task: str, model, data, indices, collate, batch_size: int, labels:
         return evaluate.eval_classify(model, data, indices, collate, batch_size, trained_styles=set())
     if task == "detect":
         return evaluate.eval_detect(model, data, indices, collate, batch_size,
-                                    data.root / "val" / "annotations.json", labels["detect"], slices=False,
-                                    classify_labels=labels["classify"])
+                                    data.root / "val" / "annotations.json", labels["detect"], slices=False)
     return evaluate.eval_transcribe(model, data, indices, collate, batch_size)
 
 
