@@ -250,11 +250,7 @@ def eval_detect(model, data, indices, collate, batch_size: int, annotation_file:
     results, detector_results, image_ids = [], [], []
     coco = metrics.load_coco(annotation_file)
     category_id = {c["name"]: c["id"] for c in coco["categories"]}
-
-    def crop_probs(crops):
-        return model.forward_classify(crops.to(device)).float().softmax(dim=-1)
-
-    second_look = crop_probs if classify_labels == labels else None
+    second_look = detect_task.crop_classifier(model, {"classify": classify_labels, "detect": labels})
 
     def coco_rows(image_id, dets):
         return [{"image_id": image_id, "category_id": category_id[d["label"]], "score": d["score"],

@@ -227,13 +227,8 @@ class Pipeline:
         return f"I'm not sure (best guess: {top[0][0]}, {top[0][1]:.0%})" if top else "I'm not sure"
 
     def _second_look(self):
-        """The classifier for detection's second look, or None when the two heads name different classes."""
-        return self._crop_probs if self.labels["classify"] == self.labels["detect"] else None
-
-    def _crop_probs(self, crops: torch.Tensor) -> torch.Tensor:
-        """Box crops -> classification-head probabilities, for detection's second look."""
-        logits = self.model.forward_classify(crops.to(self.device)).float()
-        return (logits / self.temperatures.get("classify", 1.0)).softmax(dim=-1)
+        """Detection's second look: the classification head, calibrated as classify() serves it."""
+        return detect_task.crop_classifier(self.model, self.labels, self.temperatures.get("classify", 1.0))
 
     def _detect_outputs(self, pixels: torch.Tensor) -> dict:
         out = self.model.forward_detect(pixels)

@@ -112,6 +112,18 @@ def crops(image: Image.Image, boxes: list[list[float]], size: int, margin: float
     return torch.stack(out)
 
 
+def crop_classifier(model, labels: dict, temperature: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The classification head as detection's second look (crops -> class probabilities, logits divided
+    by `temperature`), or None when the two heads name different classes."""
+    if labels["classify"] != labels["detect"]:
+        return None
+    device = next(model.parameters()).device
+
+    def probabilities(crops: torch.Tensor) -> torch.Tensor:
+        return (model.forward_classify(crops.to(device)).float() / temperature).softmax(dim=-1)
+    return probabilities
+
+
 def decode_with_crops(out: dict, index: int, image: Image.Image, labels: list[str],
                       classify: Callable[[torch.Tensor], torch.Tensor] | None, crop_size: int,
                       threshold: float = 0.3, iou: float = 0.4, with_patch: bool = False) -> list[dict]:
@@ -119,7 +131,7 @@ def decode_with_crops(out: dict, index: int, image: Image.Image, labels: list[st
     `threshold`, if lower); the boxes scoring at least `threshold` after it are returned, best first.
 
     `classify` maps crops (N, 3, crop_size, crop_size) to class probabilities (N, C) over the same
-    labels (None: no second look, as for a checkpoint whose two heads name different classes). Each
+    labels (see crop_classifier; None: no second look). Each
     class c of a box scores sqrt(p_detector(c) x p_classifier(c)); the box takes its best class and the
     boxes are suppressed again per class. The candidates do not depend on `threshold` above
     CANDIDATE_SCORE, so a higher threshold only removes boxes, as a slider should. IoU 0.4 rather
