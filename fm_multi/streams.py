@@ -8,12 +8,12 @@ seed, so a resumed run that asks for the stream from batch k onwards gets exactl
 and flips the interrupted run would have read next, whatever the number of DataLoader workers.
 
 Augmentation (train split only): classification pictures get a random crop of 70-100% of their
-area, a horizontal flip, sometimes dark ink lines along their edges, and colour changes (brightness,
-contrast, saturation; sometimes flat posterised colours or grey), detection scenes a horizontal flip
-(boxes mirrored with them), speech clips a speed change of 0.9-1.1x and up to two short silences
+area, a horizontal flip, sometimes a line-art look (flat fills, dark ink lines along their edges), and
+colour changes (brightness, contrast, saturation; sometimes flat posterised colours or grey), detection
+scenes sometimes the same line-art look and a horizontal flip (boxes mirrored with them), speech clips a speed change of 0.9-1.1x and up to two short silences
 (SpecAugment's time masks, on the waveform). The classify set has about 210 pictures per class in
-seven drawing styles, which a ViT from scratch memorises without augmentation; colour changes and ink
-lines push it towards shapes, which carry over to a style it never saw.
+seven drawing styles, which a ViT from scratch memorises without augmentation; colour changes and line
+art push it towards shapes, which carry over to a style it never saw.
 The speech clips were augmented once when the data was built; a new change each epoch keeps the
 CTC head from learning the 6,000 clips by heart.
 """
@@ -60,7 +60,7 @@ def collate_fn(task: str, codec: TextCodec, config: ModelConfig) -> Callable:
 
 def augment_classify(item: tuple, rng: random.Random) -> tuple:
     """(PIL image, label) -> a crop of 70-100% of the area (aspect 3:4 to 4:3), flipped half the time,
-    outlined in ink a quarter of the time (see ink_outline), then recoloured (see jitter_colour)."""
+    drawn as line art a quarter of the time (see line_art), then recoloured (see jitter_colour)."""
     image, label = item
     W, H = image.size
     area, aspect = rng.uniform(0.7, 1.0) * W * H, math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
@@ -69,14 +69,29 @@ def augment_classify(item: tuple, rng: random.Random) -> tuple:
     image = image.crop((x0, y0, x0 + w, y0 + h))
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if rng.random() < 0.25:
-        image = ink_outline(image, rng)
+    if rng.random() < LINE_ART:
+        image = line_art(image, rng)
     return jitter_colour(image, rng), label
 
 
+LINE_ART = 0.25   # share of classification pictures and of detection scenes redrawn by line_art
+
+
+def line_art(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Half the time flat fills (see flatten_colours), then dark outlines (see ink_outline): the look of
+    line-art emoji sets, which the trained styles lack."""
+    if rng.random() < 0.5:
+        image = flatten_colours(image, rng)
+    return ink_outline(image, rng)
+
+
+def flatten_colours(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Reduce the picture to 6-16 colours (median cut): shading and gradients become flat fills."""
+    return image.quantize(colors=rng.randint(6, 16), method=Image.Quantize.MEDIANCUT).convert("RGB")
+
+
 def ink_outline(image: Image.Image, rng: random.Random) -> Image.Image:
-    """Draw near-black lines, 1-3 px wide, over the picture's strong edges: the look of line-art emoji
-    sets (flat fills inside dark outlines), which the trained styles lack. The blur first keeps JPEG
+    """Draw near-black lines, 1-3 px wide, over the picture's strong edges. The blur first keeps JPEG
     noise and fine texture from turning into ink."""
     grey = np.asarray(image.convert("L").filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32)
     strength = np.hypot(*np.gradient(grey))                      # grey levels per pixel
@@ -101,10 +116,14 @@ def jitter_colour(image: Image.Image, rng: random.Random) -> Image.Image:
 
 
 def augment_detect(item: tuple, rng: random.Random) -> tuple:
-    """(PIL image, {"boxes" xyxy pixels, "labels"}) -> mirrored left-right half the time."""
+    """(PIL image, {"boxes" xyxy pixels, "labels"}) -> the whole scene redrawn as line art (see line_art)
+    with chance LINE_ART, then mirrored left-right half the time; the boxes move with the picture. The
+    whole scene rather than each box, so that no inked rectangle tells where an object is."""
     image, target = item
+    if rng.random() < LINE_ART:
+        image = line_art(image, rng)
     if rng.random() < 0.5:
-        return item
+        return item if image is item[0] else (image, target)
     boxes = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4).clone()
     boxes[:, [0, 2]] = image.size[0] - boxes[:, [2, 0]]
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), {**target, "boxes": boxes}

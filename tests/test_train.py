@@ -149,12 +149,36 @@ def test_detection_flip_moves_the_boxes_with_the_picture():
     img = Image.new("RGB", (100, 60), (0, 0, 0))
     img.paste((255, 0, 0), (10, 5, 30, 25))
     item = (img, {"boxes": torch.tensor([[10.0, 5.0, 30.0, 25.0]]), "labels": torch.tensor([2])})
-    flips = [streams.augment_detect(item, random.Random(s)) for s in range(20)]
-    flipped = [f for f in flips if f is not item]
-    assert 0 < len(flipped) < 20                                   # about half the time
-    image, target = flipped[0]
-    assert target["boxes"].tolist() == [[70.0, 5.0, 90.0, 25.0]] and target["labels"].tolist() == [2]
-    assert image.getpixel((80, 15)) == (255, 0, 0) and image.getpixel((20, 15)) == (0, 0, 0)
+    outs = [streams.augment_detect(item, random.Random(s)) for s in range(40)]
+    flipped = [o for o in outs if o[1]["boxes"].tolist() != [[10.0, 5.0, 30.0, 25.0]]]
+    assert 5 < len(flipped) < 35                                   # about half the time
+    assert any(o is item for o in outs)                            # most often untouched: no copy made
+    for image, target in flipped:
+        assert target["boxes"].tolist() == [[70.0, 5.0, 90.0, 25.0]] and target["labels"].tolist() == [2]
+        assert image.getpixel((80, 15)) == (255, 0, 0) and image.getpixel((20, 15)) == (0, 0, 0)
+
+
+def test_detection_line_art_inks_the_scene_and_keeps_the_boxes():
+    import random
+
+    img = Image.new("RGB", (100, 60), (250, 250, 250))
+    img.paste((230, 160, 40), (20, 10, 50, 40))
+    item = (img, {"boxes": torch.tensor([[20.0, 10.0, 50.0, 40.0]]), "labels": torch.tensor([1])})
+    outs = [streams.augment_detect(item, random.Random(s)) for s in range(40)]
+    inked = [(i, t) for i, t in outs if min(max(i.getpixel((20, 25))), max(i.getpixel((79, 25)))) <= 50]
+    assert 2 < len(inked) < 20                                     # about a quarter of the scenes
+    for image, target in inked:                                    # the square's left or right edge is ink
+        assert target["boxes"].tolist() in ([[20.0, 10.0, 50.0, 40.0]], [[50.0, 10.0, 80.0, 40.0]])
+        assert image.size == img.size and image.getpixel((5, 55)) == (250, 250, 250)
+
+
+def test_flatten_colours_leaves_few_colours():
+    import random
+
+    ramp = Image.linear_gradient("L").resize((64, 64)).convert("RGB")      # 64 greys
+    for seed in range(5):
+        out = streams.flatten_colours(ramp, random.Random(seed))
+        assert out.size == ramp.size and out.mode == "RGB" and len(out.getcolors()) <= 16
 
 
 def test_classification_crops_keep_the_label_and_most_of_the_picture():
