@@ -9,9 +9,9 @@ and flips the interrupted run would have read next, whatever the number of DataL
 
 Augmentation (train split only): classification pictures get a random crop of 70-100% of their
 area, a horizontal flip, sometimes a line-art look (flat fills, dark ink lines along their edges), and
-colour changes (brightness, contrast, saturation; sometimes flat posterised colours or grey), detection
-scenes sometimes the same line-art look and a horizontal flip (boxes mirrored with them), speech clips a speed change of 0.9-1.1x and up to two short silences
-(SpecAugment's time masks, on the waveform). The classify set has about 210 pictures per class in
+colour changes (brightness, contrast, saturation; sometimes flat posterised colours or grey); detection
+scenes sometimes the same line-art look and a horizontal flip (boxes mirrored with them); speech clips
+a speed change of 0.9-1.1x and up to two short silences (SpecAugment's time masks, on the waveform). The classify set has about 210 pictures per class in
 seven drawing styles, which a ViT from scratch memorises without augmentation; colour changes and line
 art push it towards shapes, which carry over to a style it never saw.
 The speech clips were augmented once when the data was built; a new change each epoch keeps the
