@@ -11,9 +11,10 @@ Augmentation (train split only): classification pictures get a random crop of 70
 area, a horizontal flip, sometimes a line-art look (flat fills, dark ink lines along their edges), and
 colour changes (brightness, contrast, saturation; sometimes flat posterised colours or grey); detection
 scenes sometimes the same line-art look and a horizontal flip (boxes mirrored with them); speech clips
-a speed change of 0.9-1.1x and up to two short silences (SpecAugment's time masks, on the waveform). The classify set has about 210 pictures per class in
-seven drawing styles, which a ViT from scratch memorises without augmentation; colour changes and line
-art push it towards shapes, which carry over to a style it never saw.
+a speed change of 0.9-1.1x and up to two short silences (SpecAugment's time masks, on the waveform).
+The classify set has about 210 pictures per class in seven drawing styles, which a ViT from scratch
+memorises without augmentation; colour changes and line art push it towards shapes, which carry over
+to a style it never saw.
 The speech clips were augmented once when the data was built; a new change each epoch keeps the
 CTC head from learning the 6,000 clips by heart.
 """
