@@ -243,9 +243,9 @@ def eval_detect(model, data, indices, collate, batch_size: int, annotation_file:
                 slices: bool = True, classify_labels: list[str] | None = None) -> dict:
     """COCO mAP of the decoded boxes (in original image pixels) on the chosen val images, with the
     second look at each box's crop that the app takes (tasks/detect.py: decode_with_crops) when the
-    classification head names the same classes (`classify_labels`); with
-    `slices`, also of the detector alone (detector_only), with the labels ignored (any_class: are the
-    boxes in the right places?) and per class, object style and image background (more COCOeval runs)."""
+    classification head names the same classes (`classify_labels`); with `slices`, also of the detector
+    alone (detector_only), with the labels ignored (any_class: are the boxes in the right places?) and
+    per class, object style and image background (more COCOeval runs)."""
     device = next(model.parameters()).device
     results, detector_results, image_ids = [], [], []
     coco = metrics.load_coco(annotation_file)
