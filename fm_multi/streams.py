@@ -16,7 +16,7 @@ The classify set has about 210 pictures per class in seven drawing styles, which
 memorises without augmentation; colour changes and line art push it towards shapes, which carry over
 to a style it never saw.
 The speech clips were augmented once when the data was built; a new change each epoch keeps the
-CTC head from learning the 6,000 clips by heart.
+CTC head from learning the 24,000 clips by heart.
 """
 from __future__ import annotations
 

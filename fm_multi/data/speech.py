@@ -26,7 +26,7 @@ SAMPLE_RATE = 16000
 MAX_SECONDS = 8.0
 MIN_WORDS, MAX_WORDS = 3, 14
 CHUNK = 24            # clips per worker task; festival starts once per chunk (~0.2 s)
-COUNTS = {"full": {"train": 6000, "val_seen": 300, "val_heldout": 300, "number_sentences": 20000},
+COUNTS = {"full": {"train": 24000, "val_seen": 300, "val_heldout": 300, "number_sentences": 20000},
           "small": {"train": 32, "val_seen": 4, "val_heldout": 4, "number_sentences": 400}}
 
 # speaker id -> (engine, voice, share of its split). Held-out voices only read val sentences.
