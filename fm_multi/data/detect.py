@@ -23,7 +23,7 @@ MIN_SIDE, MAX_SIDE = 24, 128
 MAX_OBJECTS = 8
 MIN_VISIBLE = 0.5      # share of its own in-frame pixels every object keeps after occlusion
 TRIES = 6
-SCENES = {"full": {"train": 8000, "val": 500}, "small": {"train": 64, "val": 16}}
+SCENES = {"full": {"train": 24000, "val": 500}, "small": {"train": 64, "val": 16}}
 BACKGROUND_ODDS = {"photo": 0.45, "texture": 0.35, "gradient": 0.1, "noise": 0.1}
 
 
