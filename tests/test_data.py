@@ -249,10 +249,14 @@ def test_chat_train_keeps_common_questions_and_val_never_repeats_train():
     small_sums = [u for u in users if re.fullmatch(r"What is \d [+*] \d\?", u)]
     assert len(small_sums) > len(set(small_sums)) > 10                               # and come up again
 
-    val = chat.generate(kb, 0, "val", 200, {chat._key(c) for c in train})
+    val = chat.generate(kb, 0, "val", 200, {chat._key(c) for c in train}, distinct=True)
     keys = [chat._key(c) for c in val]
     assert len(val) == 200 and len(set(keys)) == 200
     assert not set(keys) & {chat._key(c) for c in train}
+    extra = chat.generate(kb, 0, "train-arithmetic", 500, set(keys), skill="arithmetic")
+    assert len(extra) == 500 and {c["skill"] for c in extra} == {"arithmetic"}
+    assert not set(keys) & {chat._key(c) for c in extra}, "extra arithmetic must never be a val instance"
+    assert len({chat._key(c) for c in extra}) < 500                                  # repeats kept
     # a question differing only in quotes, capitals or final mark is the same instance
     ask = [{"role": "user", "content": "Spell the word 'apple'."}, {"role": "assistant", "content": "a-p-p-l-e"}]
     typed = [{"role": "user", "content": "spell the word apple"}, ask[1]]

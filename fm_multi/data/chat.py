@@ -9,6 +9,10 @@ can learn them; questions vary the way people type (quotes or none, capitals, fi
 Train keeps repeats, so a common question (a greeting, a small sum) comes up as often as it is
 drawn. Val is drawn after train, and a val conversation whose user/assistant turns occur in train
 is redrawn, so no val instance is ever seen in training.
+
+Arithmetic then gets extra training conversations of its own, drawn after val and skipping any
+that equals a val one: two-digit sums need many more examples than greetings do, and adding them
+last leaves the first 150,000 conversations and the val set as they were.
 """
 
 import json
@@ -20,7 +24,8 @@ from pathlib import Path
 
 from fm_multi.data.common import write_jsonl
 
-COUNTS = {"full": {"train": 150000, "val": 1000}, "small": {"train": 300, "val": 60}}
+COUNTS = {"full": {"train": 150000, "val": 1000, "arithmetic": 60000},
+          "small": {"train": 300, "val": 60, "arithmetic": 60}}
 SKILL_ODDS = {"arithmetic": 0.22, "counting": 0.12, "spelling": 0.14, "units": 0.12,
               "definition": 0.18, "package": 0.10, "command": 0.08, "smalltalk": 0.04}
 CHECKABLE = {"arithmetic", "counting", "spelling", "units"}
@@ -258,8 +263,8 @@ def _commands(src) -> list[tuple[str, str, bool]]:
     return out
 
 
-def conversation(r: random.Random, kb: Knowledge) -> dict:
-    skill = r.choices(list(SKILL_ODDS), weights=list(SKILL_ODDS.values()))[0]
+def conversation(r: random.Random, kb: Knowledge, skill: str | None = None) -> dict:
+    skill = skill or r.choices(list(SKILL_ODDS), weights=list(SKILL_ODDS.values()))[0]
     if not kb.has(skill):
         skill = "arithmetic"                    # a tiny build may lack a source; never crash on it
     messages = [{"role": "system", "content": r.choice(SYSTEM_PROMPTS)}] if r.random() < SYSTEM_ODDS else []
@@ -275,17 +280,17 @@ def _key(conv: dict) -> str:
                        for m in conv["messages"] if m["role"] != "system"], ensure_ascii=False)
 
 
-def generate(kb: Knowledge, seed: int, split: str, n: int, exclude: set[str] | None = None) -> list[dict]:
-    """n conversations as drawn, repeats kept; with `exclude` (the other split's keys), n distinct ones
-    whose keys are not in it."""
-    draw = (conversation(random.Random(f"chat/{seed}/{split}/{i}"), kb) for i in range(50 * n))
-    if exclude is None:
-        return [next(draw) for _ in range(n)]
-    out, seen = [], set(exclude)
+def generate(kb: Knowledge, seed: int, split: str, n: int, exclude: set[str] | None = None,
+             distinct: bool = False, skill: str | None = None) -> list[dict]:
+    """n conversations (of one skill, if given) whose keys are not in `exclude`; repeats are kept
+    unless `distinct`."""
+    draw = (conversation(random.Random(f"chat/{seed}/{split}/{i}"), kb, skill) for i in range(50 * n))
+    out, seen = [], set(exclude or ())
     for conv in draw:
         key = _key(conv)
         if key not in seen:
-            seen.add(key)
+            if distinct:
+                seen.add(key)
             out.append(conv)
             if len(out) == n:
                 break
@@ -296,9 +301,10 @@ def build(out: Path, src, small: bool, seed: int) -> dict:
     """Write text/chat_{train,val}.jsonl; returns counts for build.json."""
     kb, counts = knowledge(src), COUNTS["small" if small else "full"]
     train = generate(kb, seed, "train", counts["train"])
-    val = generate(kb, seed, "val", counts["val"], {_key(c) for c in train})
+    val = generate(kb, seed, "val", counts["val"], {_key(c) for c in train}, distinct=True)
+    train += generate(kb, seed, "train-arithmetic", counts["arithmetic"], {_key(c) for c in val}, skill="arithmetic")
     result = {"train": write_jsonl(out / "text" / "chat_train.jsonl", train),
-              "val": write_jsonl(out / "text" / "chat_val.jsonl", val)}
+              "val": write_jsonl(out / "text" / "chat_val.jsonl", val), "extra_arithmetic": counts["arithmetic"]}
     for split, convs in (("train", train), ("val", val)):
         result[f"{split}_skills"] = {s: sum(c["skill"] == s for c in convs) for s in SKILLS}
     return result

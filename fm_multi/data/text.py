@@ -153,7 +153,9 @@ plus "skill" and "checkable". Built from templates: checkable skills with one ex
 counting, spelling, unit conversion, some with follow-up turns that need the context) and knowledge
 answers taken from WordNet, Debian descriptions and man pages. Questions vary as people type them (quotes or
 none, capitals, final mark). Train keeps repeats, so common questions (greetings, small sums) come up as
-often as they are drawn; no val conversation appears in train, even with other quotes, capitals or marks.""",
+often as they are drawn; {c.get('extra_arithmetic', 0)} extra arithmetic conversations close the train
+file, because multi-digit sums need more examples than any other skill. No val conversation appears in
+train, even with other quotes, capitals or marks.""",
         "Corpus": f"""
 `corpus.txt`: {s.get('corpus_lines', 0)} lines, {s.get('corpus_words', 0)} words, one paragraph per line, from
 train-split Debian descriptions and man pages and all WordNet glosses and examples.""",
