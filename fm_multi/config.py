@@ -113,7 +113,13 @@ class TrainConfig:
     task_schedule: str = "round_robin"   # "round_robin" (weighted, smooth) or "sample" (i.i.d. draws)
     grad_accum: int = 1
     lr: float = 1e-3
-    min_lr_ratio: float = 0.1            # the cosine ends at lr * min_lr_ratio
+    # "cosine": warm-up, then a cosine down to lr * min_lr_ratio at max_steps. "wsd" (warm-up, stable,
+    # decay): warm-up, a constant lr, then a straight line down over the last decay_ratio of the steps.
+    # wsd keeps the state where its decay starts (checkpoints/stable_<step>.pt); resuming from it with
+    # a larger --max-steps goes on at the constant rate, so training in sessions pays no warm restart.
+    lr_schedule: str = "cosine"
+    decay_ratio: float = 0.2
+    min_lr_ratio: float = 0.1            # the schedule ends at lr * min_lr_ratio
     warmup_steps: int = 200
     weight_decay: float = 0.1            # matrices only; norms, biases and embeddings get none
     beta1: float = 0.9
@@ -146,6 +152,9 @@ class TrainConfig:
                 raise ValueError(f"{name} needs exactly the tasks {TASK_NAMES}, got {sorted(value)}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.lr_schedule not in ("cosine", "wsd") or not 0 < self.decay_ratio <= 1:
+            raise ValueError(f"lr_schedule must be 'cosine' or 'wsd' (got {self.lr_schedule!r}) and decay_ratio "
+                             f"in (0, 1] (got {self.decay_ratio})")
         if self.task_schedule not in ("round_robin", "sample"):
             raise ValueError(f"task_schedule must be 'round_robin' or 'sample', got {self.task_schedule!r}")
         if sum(self.task_weights.values()) <= 0 or min(self.task_weights.values()) < 0:

@@ -40,11 +40,13 @@ class StateFiles:
         paths = self.paths()
         return paths[-1] if paths else None
 
-    def save(self, step: int, state: dict) -> Path:
+    def save(self, step: int, state: dict, stable: bool = False) -> Path:
+        """state_<step>.pt, or with `stable` stable_<step>.pt, which is never pruned nor resumed from
+        unless named."""
         self.folder.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        path = self.folder / f"state_{step:07d}.pt"
+        path = self.folder / f"{'stable' if stable else 'state'}_{step:07d}.pt"
         write_atomic(path, buffer.getvalue())
         for old in self.paths()[:-self.keep_last]:
             old.unlink(missing_ok=True)

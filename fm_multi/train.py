@@ -13,14 +13,16 @@ small: --small data, tiny preset, 300 steps, three seeds, summed validation loss
 19.33-19.43) against 19.46 (19.42-19.50) with sampling.
 
 Optimisation: AdamW with decay on Linear/Conv weights only (norms, biases, embeddings and the
-position tables are not shrunk towards zero), linear warm-up then cosine to lr * min_lr_ratio,
+position tables are not shrunk towards zero), linear warm-up then a cosine (or, `lr_schedule=wsd`,
+a constant rate and a final straight decay) to lr * min_lr_ratio,
 global-norm gradient clipping, gradient accumulation, bf16 autocast on CUDA and on CPUs that do
 bf16 natively (`precision`; fp32 elsewhere),
 optional torch.compile (for GPUs: on the CPU compiling each task's graphs takes minutes). A
 non-finite loss or gradient stops the run before the update; the last state on disk stays good.
 
 Run folder: config.json (model + train, resolved), checkpoints/state_*.pt (resumable: weights,
-optimizer, scheduler, RNG and data position; the last `keep_last`), best/ and final/ (checkpoint
+optimizer, scheduler, RNG and data position; the last `keep_last`, and a wsd run's stable_*.pt where
+its decay starts), best/ and final/ (checkpoint
 folders `Pipeline.from_pretrained` loads), metrics.jsonl, tb/ (TensorBoard) and report.md.
 """
 from __future__ import annotations
@@ -141,10 +143,22 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native else "fp32"
 
 
+def decay_start(cfg: TrainConfig) -> int | None:
+    """The step where a wsd schedule starts its decay (None for the cosine)."""
+    if cfg.lr_schedule != "wsd":
+        return None
+    return max(cfg.warmup_steps, round(cfg.max_steps * (1 - cfg.decay_ratio)))
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over warmup_steps, then cosine from 1 down to min_lr_ratio at max_steps."""
+    """Linear warm-up over warmup_steps, then from 1 down to min_lr_ratio at max_steps: along a cosine,
+    or (wsd) flat until decay_start and straight from there."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "wsd":
+        start = decay_start(cfg)
+        progress = min(1.0, max(0, step - start) / max(1, cfg.max_steps - start))
+        return 1 - (1 - cfg.min_lr_ratio) * progress
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -251,9 +265,14 @@ class Trainer:
         if ctx.is_main:  # the run's vocabulary, for resuming it whatever becomes of the data or the source
             write_atomic(self.run_dir / "tokenizer.json", self.tokenizer.to_str().encode())
 
+    def _resumed_dir(self) -> Path:
+        """The run being resumed: --out's, or the one holding the --resume state, which may be another
+        folder (a continuation into a new --out, say from a wsd run's stable state)."""
+        return Path(self.spec.resume).resolve().parent.parent if self.spec.resume else self.run_dir
+
     def _config_file(self) -> str | None:
         """A resumed run continues with its own config.json (--set and --max-steps still apply)."""
-        saved = self.run_dir / "config.json"
+        saved = self._resumed_dir() / "config.json"
         if self.spec.config_file is None and saved.exists() and self.resuming:
             return str(saved)
         return self.spec.config_file
@@ -262,7 +281,7 @@ class Trainer:
         """The text vocabulary: a warm start keeps its checkpoint's (its embeddings were trained on
         those ids; the data's text is raw, so it is encoded with them), a resumed run its own copy,
         a fresh run the data's (None)."""
-        own = self.run_dir / "tokenizer.json"
+        own = self._resumed_dir() / "tokenizer.json"
         if warm_folder:
             return warm_folder / "tokenizer.json"
         if own.exists() and self.resuming:
@@ -306,6 +325,10 @@ class Trainer:
         state = self.states.load(path)
         if state["model_config"] != self.model_config.to_dict():
             raise ValueError(f"{path} was trained with another model config; use a new --out folder")
+        later = [p for p in self.states.paths() if p.name > f"state_{state['step']:07d}.pt"]
+        if later:
+            raise ValueError(f"{self.run_dir} already holds states after step {state['step']} ({later[-1].name}); "
+                             "continue from it into a new --out folder")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -385,10 +408,10 @@ class Trainer:
                 self._save_folder(self.run_dir / "best", f"lowest validation loss ({total:.4f}) at step {self.step}")
         return {**losses, "total": total}
 
-    def save_state(self) -> None:
+    def save_state(self, stable: bool = False) -> None:
         rng = distributed.gather_objects(rng_state(), self.ctx)
         if self.ctx.is_main:
-            self.states.save(self.step, {
+            self.states.save(self.step, stable=stable, state={
                 "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng, "data_position": dict(self.positions),
                 "best_val": self.best_val, "elapsed_s": self.elapsed + time.perf_counter() - self.started,
@@ -421,6 +444,8 @@ class Trainer:
                     self.log.val(self.step, self.evaluate())
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.max_steps:
                     self.save_state()
+                if self.step == decay_start(self.cfg):
+                    self.save_state(stable=True)
             return self.finish()
         finally:
             self.log.close()
@@ -470,7 +495,8 @@ def add_cli(sub) -> None:
                    help="override one config value, e.g. lr=3e-4, batch_size.chat=8, model.dropout=0.1 "
                         "(repeatable)")
     p.add_argument("--resume", default=None, metavar="STATE",
-                   help="resume from this state file (default: the latest in OUT/checkpoints, if any)")
+                   help="resume from this state file, in OUT or in another run folder whose config and "
+                        "tokenizer then carry over (default: the latest in OUT/checkpoints, if any)")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from the weights of this checkpoint folder or Hub id (fine-tuning); its model "
                         "config replaces the preset's, its tokenizer encodes the data's text, the optimizer "

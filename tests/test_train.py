@@ -25,7 +25,7 @@ from fm_multi import streams
 from fm_multi.config import TASK_NAMES, TrainConfig, train_preset
 from fm_multi.model import FMMulti
 from fm_multi.run_records import StateFiles
-from fm_multi.train import (NonFiniteLoss, RunSpec, apply_override, build_optimizer, lr_factor, resolve_config,
+from fm_multi.train import (NonFiniteLoss, RunSpec, apply_override, build_optimizer, decay_start, lr_factor, resolve_config,
                             rng_state, set_rng_state, task_schedule, train)
 from helpers import CLASSES, make_model, make_tokenizer
 from train_data import make_data_dir
@@ -72,6 +72,18 @@ def test_lr_warms_up_then_follows_the_cosine_down_to_the_floor():
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))           # never rises after warm-up
     assert f[55] == pytest.approx(0.55) and f[100] == pytest.approx(0.1)
+
+
+def test_wsd_stays_flat_until_its_decay_and_a_longer_run_continues_without_a_restart():
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, min_lr_ratio=0.1, lr_schedule="wsd", decay_ratio=0.2)
+    f = [lr_factor(s, cfg) for s in range(101)]
+    assert f[0] == pytest.approx(0.1) and set(f[9:81]) == {1.0}
+    assert f[90] == pytest.approx(0.55) and f[100] == pytest.approx(0.1)
+    longer = TrainConfig(**{**cfg.to_dict(), "max_steps": 200})
+    assert decay_start(cfg) == 80 and decay_start(longer) == 160
+    assert {lr_factor(s, longer) for s in range(80, 161)} == {1.0}
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
 
 
 def test_precision_auto_is_bf16_where_the_hardware_does_it_natively(monkeypatch):
@@ -314,6 +326,24 @@ def test_a_resumed_run_keeps_its_own_config(data, tmp_path):
     assert config["train"]["lr"] == 5e-4 and config["train"]["batch_size"]["chat"] == 4   # from the first run
     assert config["train"]["max_steps"] == 3                                             # the new override
     assert StateFiles.load(out / "checkpoints" / "state_0000003.pt")["step"] == 3
+
+
+def test_a_wsd_run_keeps_its_stable_state_and_continues_from_it_into_a_new_folder(data, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(spec(data, first, 8, "lr_schedule=wsd", "decay_ratio=0.5", "warmup_steps=2", "lr=5e-4",
+               "checkpoint_every=2", "keep_last=1", "eval_every=100"))
+    assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["stable_0000004.pt", "state_0000008.pt"]
+    stable = first / "checkpoints" / "stable_0000004.pt"
+    with pytest.raises(ValueError, match="new --out"):        # its later states would be pruned
+        train(RunSpec(preset="tiny", data=str(data), out=str(first), max_steps=12, resume=str(stable)))
+    train(RunSpec(preset="tiny", data=str(data), out=str(second), max_steps=12, resume=str(stable)))
+    config = json.loads((second / "config.json").read_text())["train"]
+    assert config["lr"] == 5e-4 and config["lr_schedule"] == "wsd" and config["max_steps"] == 12
+    assert (second / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+    rows = [json.loads(line) for line in (second / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in rows if r["kind"] == "train"}
+    assert min(lrs) > 4 and lrs[5] == pytest.approx(5e-4)          # still flat: decay starts at 6 now
+    assert StateFiles.load(second / "checkpoints" / "state_0000012.pt")["step"] == 12
 
 
 def _cli(data, out, steps, *sets) -> list[str]:
