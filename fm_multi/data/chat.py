@@ -11,8 +11,8 @@ drawn. Val is drawn after train, and a val conversation whose user/assistant tur
 is redrawn, so no val instance is ever seen in training.
 
 Arithmetic then gets extra training conversations of its own, drawn after val and skipping any
-that equals a val one: two-digit sums need many more examples than greetings do, and adding them
-last leaves the first 150,000 conversations and the val set as they were.
+that equals a val one: multi-digit sums are the skill the model was slowest to learn, and adding
+them last leaves the first 150,000 conversations and the val set as they were.
 """
 
 import json

@@ -154,7 +154,7 @@ counting, spelling, unit conversion, some with follow-up turns that need the con
 answers taken from WordNet, Debian descriptions and man pages. Questions vary as people type them (quotes or
 none, capitals, final mark). Train keeps repeats, so common questions (greetings, small sums) come up as
 often as they are drawn; {c.get('extra_arithmetic', 0)} extra arithmetic conversations close the train
-file, because multi-digit sums need more examples than any other skill. No val conversation appears in
+file: multi-digit sums are the skill the model was slowest to learn. No val conversation appears in
 train, even with other quotes, capitals or marks.""",
         "Corpus": f"""
 `corpus.txt`: {s.get('corpus_lines', 0)} lines, {s.get('corpus_words', 0)} words, one paragraph per line, from
