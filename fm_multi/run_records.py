@@ -29,12 +29,18 @@ class StateFiles:
     def __init__(self, folder: Path, keep_last: int):
         self.folder, self.keep_last = Path(folder), keep_last
 
-    def paths(self) -> list[Path]:
-        """Complete state files, oldest first (a write in progress is a hidden .tmp file)."""
+    def _steps(self) -> list[tuple[int, Path]]:
+        """(step, path) of the complete state files, oldest first (a write in progress is a hidden .tmp file)."""
         if not self.folder.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := STATE.match(p.name))]
-        return [p for _, p in sorted(found)]
+        return sorted((int(m.group(1)), p) for p in self.folder.iterdir() if (m := STATE.match(p.name)))
+
+    def paths(self) -> list[Path]:
+        return [p for _, p in self._steps()]
+
+    def after(self, step: int) -> list[Path]:
+        """The state files of later steps than `step`, oldest first."""
+        return [p for s, p in self._steps() if s > step]
 
     def latest(self) -> Path | None:
         paths = self.paths()

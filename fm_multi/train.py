@@ -325,7 +325,7 @@ class Trainer:
         state = self.states.load(path)
         if state["model_config"] != self.model_config.to_dict():
             raise ValueError(f"{path} was trained with another model config; use a new --out folder")
-        later = [p for p in self.states.paths() if p.name > f"state_{state['step']:07d}.pt"]
+        later = self.states.after(state["step"])
         if later:
             raise ValueError(f"{self.run_dir} already holds states after step {state['step']} ({later[-1].name}); "
                              "continue from it into a new --out folder")

@@ -302,9 +302,10 @@ def build(out: Path, src, small: bool, seed: int) -> dict:
     kb, counts = knowledge(src), COUNTS["small" if small else "full"]
     train = generate(kb, seed, "train", counts["train"])
     val = generate(kb, seed, "val", counts["val"], {_key(c) for c in train}, distinct=True)
-    train += generate(kb, seed, "train-arithmetic", counts["arithmetic"], {_key(c) for c in val}, skill="arithmetic")
+    extra = generate(kb, seed, "train-arithmetic", counts["arithmetic"], {_key(c) for c in val}, skill="arithmetic")
+    train += extra
     result = {"train": write_jsonl(out / "text" / "chat_train.jsonl", train),
-              "val": write_jsonl(out / "text" / "chat_val.jsonl", val), "extra_arithmetic": counts["arithmetic"]}
+              "val": write_jsonl(out / "text" / "chat_val.jsonl", val), "extra_arithmetic": len(extra)}
     for split, convs in (("train", train), ("val", val)):
         result[f"{split}_skills"] = {s: sum(c["skill"] == s for c in convs) for s in SKILLS}
     return result
