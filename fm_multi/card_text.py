@@ -109,7 +109,7 @@ def metric_tables(task: str, res: dict) -> list[str]:
         gkeys = list(dict.fromkeys(k for v in members.values() if v for k in v))
         body = table([group[3:], *gkeys], [[m, *(_fmt(v.get(k)) if v else "-" for k in gkeys)]
                                            for m, v in members.items()])
-        title = f"By {group[3:]} ({len(members)})"
+        title = f"By {group[3:].replace('_', ' ')} ({len(members)})"
         if len(members) > MAX_GROUP_ROWS:
             lines += [f"<details><summary>{title}</summary>", "", *body, "</details>", ""]
         else:

@@ -4,8 +4,8 @@
 
 | task       | measured on val                                | split by                          |
 | ---------- | ---------------------------------------------- | --------------------------------- |
-| chat       | perplexity of assistant turns; exact match of   | skill                             |
-|            | the greedy final answer on checkable skills,    |                                   |
+| chat       | perplexity of assistant turns; exact match of   | skill; arithmetic by the number   |
+|            | the greedy final answer on checkable skills,    | of digits in the right answer     |
 |            | follow-ups alone; repeated 3-grams, loop rate   |                                   |
 | summarize  | perplexity of summaries; ROUGE-L F1 beside the  | text source                       |
 |            | lead-sentence and lead-N-words baselines        |                                   |
@@ -146,33 +146,36 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
     """Perplexity on every val conversation. Each final turn is answered greedily (as the app's
     temperature 0): exact match on the checkable skills, also for follow-ups alone (questions that
     need the earlier turns, "And if you add 3 to that?"); on every answer, the share of repeated
-    word 3-grams and the share of answers that loop (over LOOP_SHARE). All per skill."""
-    hits, follow_ups, repeats = defaultdict(list), defaultdict(list), defaultdict(list)
+    word 3-grams and the share of answers that loop (over LOOP_SHARE). All per skill, and arithmetic
+    by the length of its right answer (each answer digit needs the carries of the digits after it)."""
+    hit, follow_up, repeat = {}, set(), {}
     for i in indices:
-        row = data[i]
-        skill = row.get("skill", "unknown")
-        *context, reference = row["messages"]
+        *context, reference = data[i]["messages"]
         answer = pipe.chat(context, temperature=0.0, repetition_penalty=1.0, max_new_tokens=48)
-        repeats[skill].append(metrics.repeated_ngram_share(answer))
-        if row.get("checkable"):
-            hit = metrics.normalize_answer(answer) == metrics.normalize_answer(reference["content"])
-            hits[skill].append(hit)
+        repeat[i] = metrics.repeated_ngram_share(answer)
+        if data[i].get("checkable"):
+            hit[i] = metrics.normalize_answer(answer) == metrics.normalize_answer(reference["content"])
             if sum(m["role"] == "user" for m in context) > 1:
-                follow_ups[skill].append(hit)
+                follow_up.add(i)
 
-    def summary(idx, h, f, r) -> dict:
+    def summary(idx) -> dict:
+        h = [hit[i] for i in idx if i in hit]
+        f = [hit[i] for i in idx if i in follow_up]
+        r = [repeat[i] for i in idx]
         return {"n": len(idx), "perplexity": perplexity(pipe.model, data, idx, collate, batch_size),
                 "n_checkable": len(h), "exact_match": sum(h) / len(h) if h else None,
                 "n_follow_up": len(f), "follow_up_exact_match": sum(f) / len(f) if f else None,
                 "repeated_3gram_share": sum(r) / len(r) if r else None,
                 "looping": sum(x > LOOP_SHARE for x in r) / len(r) if r else None}
 
-    def flat(d):
-        return [x for v in d.values() for x in v]
-
-    return {"all": summary(indices, flat(hits), flat(follow_ups), flat(repeats)),
-            "by_skill": {s: summary(idx, hits.get(s, []), follow_ups.get(s, []), repeats.get(s, []))
-                         for s, idx in _group(data, indices, "skill").items()}}
+    by_length = defaultdict(list)
+    for i in indices:
+        answer = data[i]["messages"][-1]["content"].strip().removeprefix("-")
+        if data[i].get("skill") == "arithmetic" and i in hit and answer.isdigit():
+            by_length[len(answer)].append(i)
+    return {"all": summary(indices),
+            "by_skill": {s: summary(idx) for s, idx in _group(data, indices, "skill").items()},
+            "by_arithmetic_answer_digits": {str(n): summary(by_length[n]) for n in sorted(by_length)}}
 
 
 def eval_summarize(pipe, data, indices, collate, batch_size: int) -> dict:

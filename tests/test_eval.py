@@ -166,6 +166,10 @@ def test_chat_eval_scores_follow_ups_and_loops_per_skill():
     assert arith["looping"] == 0.0
     assert res["by_skill"]["definition"]["looping"] == 1.0 and res["by_skill"]["definition"]["exact_match"] is None
     assert res["all"]["looping"] == pytest.approx(1 / 4) and res["all"]["n_follow_up"] == 2
+    by_digits = res["by_arithmetic_answer_digits"]                   # right answers 5, 8 and 16
+    assert list(by_digits) == ["1", "2"]
+    assert by_digits["1"]["exact_match"] == 1.0 and by_digits["1"]["n_checkable"] == 2
+    assert by_digits["2"]["exact_match"] == 0.0 and by_digits["2"]["n"] == 1
 
 
 # --- the command ------------------------------------------------------------------------------
