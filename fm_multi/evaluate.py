@@ -170,9 +170,9 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
 
     by_length = defaultdict(list)
     for i in indices:
-        answer = data[i]["messages"][-1]["content"].strip().removeprefix("-")
-        if data[i].get("skill") == "arithmetic" and i in hit and answer.isdigit():
-            by_length[len(answer)].append(i)
+        right = data[i]["messages"][-1]["content"].strip().removeprefix("-")
+        if data[i].get("skill") == "arithmetic" and i in hit and right.isdigit():
+            by_length[len(right)].append(i)
     return {"all": summary(indices),
             "by_skill": {s: summary(idx) for s, idx in _group(data, indices, "skill").items()},
             "by_arithmetic_answer_digits": {str(n): summary(by_length[n]) for n in sorted(by_length)}}
