@@ -25,8 +25,8 @@ from fm_multi import streams
 from fm_multi.config import TASK_NAMES, TrainConfig, train_preset
 from fm_multi.model import FMMulti
 from fm_multi.run_records import StateFiles
-from fm_multi.train import (NonFiniteLoss, RunSpec, apply_override, build_optimizer, decay_start, lr_factor, resolve_config,
-                            rng_state, set_rng_state, task_schedule, train)
+from fm_multi.train import (NonFiniteLoss, RunSpec, apply_override, build_optimizer, decay_start, lr_factor,
+                            resolve_config, rng_state, set_rng_state, task_schedule, train)
 from helpers import CLASSES, make_model, make_tokenizer
 from train_data import make_data_dir
 
