@@ -66,7 +66,10 @@ class StateFiles:
 class RunLog:
     """Progress bar, metrics.jsonl and TensorBoard; everything is a no-op off rank 0."""
 
-    def __init__(self, run_dir: Path, start_step: int, enabled: bool = True):
+    def __init__(self, run_dir: Path, start_step: int, enabled: bool = True, source: Path | None = None):
+        """`source`: the folder of the run being resumed, when it is another one (a continuation into a
+        new folder); the log then starts with that run's rows up to `start_step`, so the new folder
+        holds the whole run's record, as a run resumed in its own folder does."""
         self.run_dir, self.enabled, self.bar = Path(run_dir), enabled, None
         self.history: list[dict] = []
         self.config: dict = {}
@@ -76,7 +79,7 @@ class RunLog:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
-        self.history = self._kept_rows(start_step)
+        self.history = self._kept_rows(start_step, source)
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
         self.tb = self._tensorboard(start_step)
 
@@ -90,19 +93,20 @@ class RunLog:
         # purge_step hides the events a killed session wrote after its last state was saved
         return SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
 
-    def _kept_rows(self, start_step: int) -> list[dict]:
-        if not self.path.exists():
+    def _kept_rows(self, start_step: int, source: Path | None) -> list[dict]:
+        path = self.path if self.path.exists() or source is None else Path(source) / "metrics.jsonl"
+        if not path.exists():
             return []
-        rows = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [r for r in rows if r["step"] <= start_step]
 
     def _reset_window(self) -> None:
         self.window = {"losses": torch.zeros(len(TASK_NAMES)), "counts": torch.zeros(len(TASK_NAMES)),
                        "samples": 0, "tokens": 0, "steps": 0, "seconds": 0.0}
 
-    def write_config(self, spec, model_config, train_config, world_size: int) -> None:
+    def write_config(self, spec, model_config, train_config, world_size: int, init_from: str | None) -> None:
         self.config = {"preset": spec.preset, "data": str(spec.data), "world_size": world_size,
-                       "init_from": str(spec.init_from) if spec.init_from else None,
+                       "init_from": init_from,
                        "model": model_config.to_dict(), "train": train_config.to_dict()}
         if self.enabled:
             write_atomic(self.run_dir / "config.json", json.dumps(self.config, indent=2).encode())

@@ -261,7 +261,7 @@ class Trainer:
         self.resumed_rng = None
         self._restore()
         self._build_data()
-        self.log = RunLog(self.run_dir, self.step, enabled=ctx.is_main)
+        self.log = RunLog(self.run_dir, self.step, enabled=ctx.is_main, source=self._resumed_dir())
         if ctx.is_main:  # the run's vocabulary, for resuming it whatever becomes of the data or the source
             write_atomic(self.run_dir / "tokenizer.json", self.tokenizer.to_str().encode())
 
@@ -269,6 +269,13 @@ class Trainer:
         """The run being resumed: --out's, or the one holding the --resume state, which may be another
         folder (a continuation into a new --out, say from a wsd run's stable state)."""
         return Path(self.spec.resume).resolve().parent.parent if self.spec.resume else self.run_dir
+
+    def _started_from(self) -> str | None:
+        """The checkpoint whose weights began the run: a resumed run's is in its saved config.json."""
+        saved = self._resumed_dir() / "config.json"
+        if self.resuming and saved.exists():
+            return json.loads(saved.read_text(encoding="utf-8")).get("init_from")
+        return str(self.spec.init_from) if self.spec.init_from else None
 
     def _config_file(self) -> str | None:
         """A resumed run continues with its own config.json (--set and --max-steps still apply)."""
@@ -431,7 +438,7 @@ class Trainer:
         self.started = time.perf_counter()
         if self.resumed_rng is not None:
             set_rng_state(self.resumed_rng)
-        self.log.write_config(self.spec, self.model_config, self.cfg, self.ctx.world_size)
+        self.log.write_config(self.spec, self.model_config, self.cfg, self.ctx.world_size, self._started_from())
         if self.step == 0:
             self.log.val(0, self.evaluate())
         self.log.start_bar(self.step, self.cfg.max_steps)

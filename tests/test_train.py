@@ -340,9 +340,13 @@ def test_a_wsd_run_keeps_its_stable_state_and_continues_from_it_into_a_new_folde
     config = json.loads((second / "config.json").read_text())["train"]
     assert config["lr"] == 5e-4 and config["lr_schedule"] == "wsd" and config["max_steps"] == 12
     assert (second / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+    first_rows = [json.loads(line) for line in (first / "metrics.jsonl").read_text().splitlines()]
     rows = [json.loads(line) for line in (second / "metrics.jsonl").read_text().splitlines()]
+    continued = [r for r in first_rows if r["step"] <= 4]              # the record of the steps it continues
+    assert continued[0]["step"] == 0 and rows[:len(continued)] == continued
+    assert all(r["step"] > 4 for r in rows[len(continued):])
     lrs = {r["step"]: r["lr"] for r in rows if r["kind"] == "train"}
-    assert min(lrs) > 4 and lrs[5] == pytest.approx(5e-4)          # still flat: decay starts at 6 now
+    assert lrs[5] == pytest.approx(5e-4) and lrs[10] < 5e-4                 # flat until 6 now, then decays
     assert StateFiles.load(second / "checkpoints" / "state_0000012.pt")["step"] == 12
 
 
@@ -472,6 +476,10 @@ def test_init_from_copies_the_weights_and_starts_a_fresh_schedule(data, tmp_path
     assert config["init_from"] == str(first / "final")
     assert f"- started from the weights of: {first / 'final'}" in (warm / "report.md").read_text()
     assert StateFiles.load(warm / "checkpoints" / "state_0000002.pt")["step"] == 2  # counted from 0, not 3
+    further = tmp_path / "further"   # continued into another folder: still started from those weights
+    train(RunSpec(**{**spec(data, further, 3, "eval_every=100").__dict__,
+                     "resume": str(warm / "checkpoints" / "state_0000002.pt")}))
+    assert json.loads((further / "config.json").read_text())["init_from"] == str(first / "final")
 
 
 def test_init_from_with_a_changed_stem_copies_everything_else(data, tmp_path, capsys):
