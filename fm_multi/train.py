@@ -300,7 +300,8 @@ class Trainer:
         the checkpoint's tokenizer (see _tokenizer_file); its label lists must be the data's, or the
         heads would silently mean other classes. Tensors whose name and shape match are copied;
         where --set changed the architecture (say model.vision_stem=conv) the changed parts keep
-        their fresh initialisation, and both lists are printed."""
+        their fresh initialisation, and both lists are printed. Blocks added on top of the backbone
+        (a larger model.n_layer) start as identity, so the deeper model begins where the checkpoint was."""
         from tokenizers import Tokenizer
 
         from fm_multi.checkpoint import load_labels, read_weights
@@ -319,11 +320,16 @@ class Trainer:
         if not copied:
             raise ValueError(f"--init-from {folder}: no tensor matches this model's names and shapes")
         self.model.load_state_dict(copied, strict=False)
+        if self.model_config.n_layer > config.n_layer:
+            self.model.backbone.start_as_identity(config.n_layer)
         if self.ctx.is_main:
             fresh, dropped = sorted(set(own) - set(copied)), sorted(set(saved) - set(copied))
             print(f"starting from the weights of {folder}: {len(copied)} of {len(own)} tensors copied"
                   + (f"; freshly initialised: {', '.join(fresh)}" if fresh else "")
                   + (f"; not used: {', '.join(dropped)}" if dropped else ""), file=sys.stderr)
+            if self.model_config.n_layer > config.n_layer:
+                print(f"backbone blocks {config.n_layer}-{self.model_config.n_layer - 1} are new and start as "
+                      "identity (their residual outputs zeroed)", file=sys.stderr)
 
     def _restore(self) -> None:
         path = Path(self.spec.resume) if self.spec.resume else self.states.latest()

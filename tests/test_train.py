@@ -497,6 +497,30 @@ def test_init_from_with_a_changed_stem_copies_everything_else(data, tmp_path, ca
     assert json.loads((warm / "final" / "config.json").read_text())["model_config"]["vision_stem"] == "conv"
 
 
+def test_init_from_into_a_deeper_model_starts_where_the_checkpoint_was(data, tmp_path, capsys):
+    from fm_multi.checkpoint import load_checkpoint
+
+    first = tmp_path / "first"
+    train(spec(data, first, 2, "eval_every=100"))
+    deep = tmp_path / "deep"
+    s = spec(data, deep, 1, "eval_every=100", "lr=0", "model.n_layer=4")    # tiny has 2 blocks
+    train(RunSpec(**{**s.__dict__, "init_from": str(first / "final")}))
+    assert "backbone blocks 2-3 are new and start as identity" in capsys.readouterr().err
+    source, grown = load_checkpoint(first / "final")[0], load_checkpoint(deep / "final")[0]
+    assert len(grown.backbone.blocks) == 4 and len(source.backbone.blocks) == 2
+    torch.manual_seed(0)
+    pixels, idx = torch.randn(2, 3, 32, 32), torch.randint(0, 200, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(grown.forward_classify(pixels), source.forward_classify(pixels), atol=1e-6)
+        assert torch.allclose(grown.forward_text(idx), source.forward_text(idx), atol=1e-6)
+    # the new blocks are not dead: one step at a learning rate moves their projections off zero
+    moved = tmp_path / "moved"
+    train(RunSpec(**{**spec(data, moved, 1, "eval_every=100", "model.n_layer=4").__dict__,
+                     "init_from": str(first / "final")}))
+    weights = load_file(str(moved / "final" / "model.safetensors"))
+    assert weights["backbone.blocks.3.mlp.proj.weight"].abs().sum() > 0
+
+
 def test_init_from_keeps_the_checkpoints_tokenizer_when_the_data_has_another(data, tmp_path, capsys):
     """Data built on another machine has another BPE vocabulary; fine-tuning encodes its text with
     the checkpoint's, and so does the run when it resumes."""

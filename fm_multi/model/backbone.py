@@ -19,6 +19,15 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, n_head, mlp_ratio, dropout) for _ in range(n_layer))
         self.ln_f = LayerNorm(d_model)
 
+    def start_as_identity(self, first: int) -> None:
+        """Zero the residual outputs (attention and MLP projections) of blocks `first` onwards, so
+        each passes its input through unchanged until training moves them: a checkpoint of `first`
+        blocks grown deeper computes what it did before (the new blocks still get gradients)."""
+        for block in self.blocks[first:]:
+            for proj in (block.attn.proj, block.mlp.proj):
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
+
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, causal: bool = False,
                 kv_cache: KVCache | None = None, n_out: int | None = None) -> torch.Tensor:
         """x: (B, N, D) tokens; padding_mask: (B, N) bool, True where a token is real.
