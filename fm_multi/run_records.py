@@ -77,6 +77,7 @@ class RunLog:
         self.totals = {"samples": 0, "tokens": 0, "seconds": 0.0, "steps": 0}
         if not enabled:
             return
+        self.commit = git_commit()  # the code this session runs: read now, the tree may change before the end
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         self.history = self._kept_rows(start_step, source)
@@ -225,7 +226,7 @@ def write_report(run_dir: Path, log: RunLog, model, steps: int, wall_s: float, c
     lines = [
         "# Training report", "",
         f"- steps: {steps}", f"- wall time: {wall_s / 60:.1f} min (all sessions of the run)",
-        f"- throughput: {rate}", f"- git commit: {git_commit()}", f"- hardware: {hardware(ctx)}",
+        f"- throughput: {rate}", f"- git commit: {log.commit} (this session's code)", f"- hardware: {hardware(ctx)}",
         f"- precision: {'bf16 autocast, fp32 weights' if precision == 'bf16' else 'fp32'}",
         f"- parameters: {model.parameter_counts()['total']:,}",
         *([f"- started from the weights of: {log.config['init_from']}"] if log.config.get("init_from") else []),

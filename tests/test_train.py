@@ -328,6 +328,17 @@ def test_a_resumed_run_keeps_its_own_config(data, tmp_path):
     assert StateFiles.load(out / "checkpoints" / "state_0000003.pt")["step"] == 3
 
 
+def test_the_report_names_the_commit_the_session_started_with(tmp_path, monkeypatch):
+    from fm_multi import run_records
+    from fm_multi.distributed import Context
+
+    monkeypatch.setattr(run_records, "git_commit", lambda: "aaaa")
+    log = run_records.RunLog(tmp_path, 0, enabled=True)
+    monkeypatch.setattr(run_records, "git_commit", lambda: "bbbb")   # the tree moved on during the run
+    report = run_records.write_report(tmp_path, log, make_model(make_tokenizer()), 10, 60.0, Context(), 0.0).read_text()
+    assert "- git commit: aaaa (this session's code)" in report and "bbbb" not in report
+
+
 def test_a_wsd_run_keeps_its_stable_state_and_continues_from_it_into_a_new_folder(data, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     train(spec(data, first, 8, "lr_schedule=wsd", "decay_ratio=0.5", "warmup_steps=2", "lr=5e-4",
