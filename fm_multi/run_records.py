@@ -226,12 +226,14 @@ def write_report(run_dir: Path, log: RunLog, model, steps: int, wall_s: float, c
     lines = [
         "# Training report", "",
         f"- steps: {steps}", f"- wall time: {wall_s / 60:.1f} min (all sessions of the run)",
-        f"- throughput: {rate}", f"- git commit: {log.commit} (this session's code)", f"- hardware: {hardware(ctx)}",
+        f"- throughput: {rate}", f"- git commit: {log.commit} (this session's code)",
+        f"- hardware: {hardware(ctx)}",
         f"- precision: {'bf16 autocast, fp32 weights' if precision == 'bf16' else 'fp32'}",
         f"- parameters: {model.parameter_counts()['total']:,}",
         *([f"- started from the weights of: {log.config['init_from']}"] if log.config.get("init_from") else []),
         f"- largest weight difference between ranks at the end: {sync:g}",
-        f"- best validation loss (weighted total): {best['loss_total']:.4f} at step {best['step']} (saved in best/)", "",
+        f"- best validation loss (weighted total): {best['loss_total']:.4f} at step {best['step']} "
+        "(saved in best/)", "",
         "## Validation loss", "", *_loss_table(first, last), "",
         "Evaluate the final checkpoint with `fm-multi eval --checkpoint " f"{run_dir / 'final'} --data DIR`.", "",
         "## Config", "", "```json", json.dumps(log.config, indent=2), "```", ""]

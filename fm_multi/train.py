@@ -320,14 +320,15 @@ class Trainer:
         if not copied:
             raise ValueError(f"--init-from {folder}: no tensor matches this model's names and shapes")
         self.model.load_state_dict(copied, strict=False)
-        if self.model_config.n_layer > config.n_layer:
+        grown = self.model_config.n_layer > config.n_layer
+        if grown:
             self.model.backbone.start_as_identity(config.n_layer)
         if self.ctx.is_main:
             fresh, dropped = sorted(set(own) - set(copied)), sorted(set(saved) - set(copied))
             print(f"starting from the weights of {folder}: {len(copied)} of {len(own)} tensors copied"
                   + (f"; freshly initialised: {', '.join(fresh)}" if fresh else "")
                   + (f"; not used: {', '.join(dropped)}" if dropped else ""), file=sys.stderr)
-            if self.model_config.n_layer > config.n_layer:
+            if grown:
                 print(f"backbone blocks {config.n_layer}-{self.model_config.n_layer - 1} are new and start as "
                       "identity (their residual outputs zeroed)", file=sys.stderr)
 

@@ -335,7 +335,8 @@ def test_the_report_names_the_commit_the_session_started_with(tmp_path, monkeypa
     monkeypatch.setattr(run_records, "git_commit", lambda: "aaaa")
     log = run_records.RunLog(tmp_path, 0, enabled=True)
     monkeypatch.setattr(run_records, "git_commit", lambda: "bbbb")   # the tree moved on during the run
-    report = run_records.write_report(tmp_path, log, make_model(make_tokenizer()), 10, 60.0, Context(), 0.0).read_text()
+    model = make_model(make_tokenizer())
+    report = run_records.write_report(tmp_path, log, model, 10, 60.0, Context(), 0.0).read_text()
     assert "- git commit: aaaa (this session's code)" in report and "bbbb" not in report
 
 
