@@ -148,7 +148,7 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
     need the earlier turns, "And if you add 3 to that?"); on every answer, the share of repeated
     word 3-grams and the share of answers that loop (over LOOP_SHARE). All per skill, and arithmetic
     by the length of its right answer (each answer digit needs the carries of the digits after it)."""
-    hit, follow_up, repeat = {}, set(), {}
+    hit, follow_up, repeat, by_length = {}, set(), {}, defaultdict(list)
     for i in indices:
         *context, reference = data[i]["messages"]
         answer = pipe.chat(context, temperature=0.0, repetition_penalty=1.0, max_new_tokens=48)
@@ -157,6 +157,9 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
             hit[i] = metrics.normalize_answer(answer) == metrics.normalize_answer(reference["content"])
             if sum(m["role"] == "user" for m in context) > 1:
                 follow_up.add(i)
+            right = reference["content"].strip().removeprefix("-")
+            if data[i].get("skill") == "arithmetic" and right.isdigit():
+                by_length[len(right)].append(i)
 
     def summary(idx) -> dict:
         h = [hit[i] for i in idx if i in hit]
@@ -168,11 +171,6 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
                 "repeated_3gram_share": sum(r) / len(r) if r else None,
                 "looping": sum(x > LOOP_SHARE for x in r) / len(r) if r else None}
 
-    by_length = defaultdict(list)
-    for i in indices:
-        right = data[i]["messages"][-1]["content"].strip().removeprefix("-")
-        if data[i].get("skill") == "arithmetic" and i in hit and right.isdigit():
-            by_length[len(right)].append(i)
     return {"all": summary(indices),
             "by_skill": {s: summary(idx) for s, idx in _group(data, indices, "skill").items()},
             "by_arithmetic_answer_digits": {str(n): summary(by_length[n]) for n in sorted(by_length)}}

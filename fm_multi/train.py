@@ -270,17 +270,22 @@ class Trainer:
         folder (a continuation into a new --out, say from a wsd run's stable state)."""
         return Path(self.spec.resume).resolve().parent.parent if self.spec.resume else self.run_dir
 
+    def _saved_config(self) -> Path | None:
+        """The config.json of the run being resumed, if it has one."""
+        saved = self._resumed_dir() / "config.json"
+        return saved if self.resuming and saved.exists() else None
+
     def _started_from(self) -> str | None:
         """The checkpoint whose weights began the run: a resumed run's is in its saved config.json."""
-        saved = self._resumed_dir() / "config.json"
-        if self.resuming and saved.exists():
+        saved = self._saved_config()
+        if saved:
             return json.loads(saved.read_text(encoding="utf-8")).get("init_from")
         return str(self.spec.init_from) if self.spec.init_from else None
 
     def _config_file(self) -> str | None:
         """A resumed run continues with its own config.json (--set and --max-steps still apply)."""
-        saved = self._resumed_dir() / "config.json"
-        if self.spec.config_file is None and saved.exists() and self.resuming:
+        saved = self._saved_config()
+        if self.spec.config_file is None and saved:
             return str(saved)
         return self.spec.config_file
 
