@@ -27,6 +27,7 @@ from torchvision.ops import box_iou
 
 from fm_multi import evaluate, streams
 from fm_multi.checkpoint import CheckpointError, write_atomic
+from fm_multi.tasks import classify as classify_task
 from fm_multi.tasks import detect as detect_task
 
 N_BINS = 15
@@ -125,12 +126,13 @@ def _summary(kind: str, logits: torch.Tensor, targets: torch.Tensor, temperature
 # --- collecting validation scores -----------------------------------------------------------------
 @torch.no_grad()
 def classify_logits(model, data, indices, collate, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (N, C) raw logits and (N,) labels of the chosen val pictures."""
+    """-> (N, C) logits as tasks.classify.predict serves them (before any temperature) and (N,) labels
+    of the chosen val pictures."""
     device = next(model.parameters()).device
     logits, labels = [], []
     for _, examples in evaluate._batches(data, indices, batch_size):
         batch = streams.to_device(collate(examples), device)
-        logits.append(model.forward_classify(batch["pixels"]).float().cpu())
+        logits.append(classify_task.predict(model, batch["pixels"]).cpu())
         labels.append(batch["labels"].cpu())
     return torch.cat(logits), torch.cat(labels)
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from fm_multi import distributed, metrics, streams
 from fm_multi.config import CTC_ALPHABET, TASK_NAMES
+from fm_multi.tasks import classify as classify_task
 from fm_multi.tasks import detect as detect_task
 from fm_multi.tasks import transcribe as transcribe_task
 from fm_multi.tasks.language import IGNORE
@@ -203,7 +204,7 @@ def eval_classify(model, data, indices, collate, batch_size: int, trained_styles
     hits = {}  # index -> (top-1 hit, top-5 hit)
     for chunk, examples in _batches(data, indices, batch_size):
         batch = streams.to_device(collate(examples), device)
-        logits = model.forward_classify(batch["pixels"]).float()
+        logits = classify_task.predict(model, batch["pixels"])
         top1 = metrics.top_k_correct(logits, batch["labels"], 1).tolist()
         top5 = metrics.top_k_correct(logits, batch["labels"], 5).tolist()
         hits.update({j: (a, b) for j, a, b in zip(chunk, top1, top5)})

@@ -211,7 +211,7 @@ class Pipeline:
         start = time.perf_counter()
         img = self.load_image(image)
         pixels = image_to_tensor(img, self.config.image_size)[None].to(self.device)
-        logits = self.model.forward_classify(pixels).float() / self.temperatures.get("classify", 1.0)
+        logits = classify_task.predict(self.model, pixels) / self.temperatures.get("classify", 1.0)
         result = classify_task.top_k(logits, self.labels["classify"], top_k)[0]
         self.last_latency_s = time.perf_counter() - start
         return result

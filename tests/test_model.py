@@ -64,6 +64,18 @@ def test_model_config_checks_the_stem_and_reads_older_files():
         ModelConfig(vision_stem="conv", patch_size=12, image_size=48, detect_image_size=96)
 
 
+def test_classify_inference_averages_each_picture_with_its_mirror(model):
+    model.eval()
+    x = torch.randn(3, 3, model.config.image_size, model.config.image_size)
+    with torch.no_grad():
+        logits = classify.predict(model, x)
+        plain, mirrored = model.forward_classify(x), model.forward_classify(x.flip(-1))
+    assert logits.shape == plain.shape
+    assert torch.allclose(logits, (plain + mirrored) / 2, atol=1e-5)
+    assert torch.allclose(classify.predict(model, x.flip(-1)), logits, atol=1e-5)  # a mirror gets the same answer
+    assert not torch.allclose(plain, mirrored, atol=1e-3)  # while the head alone tells them apart
+
+
 def test_causality(model):
     idx = torch.randint(0, model.config.vocab_size, (1, 12))
     changed = idx.clone()

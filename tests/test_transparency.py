@@ -22,6 +22,7 @@ from fm_multi.config import preset
 from fm_multi.model import FMMulti
 from fm_multi.pipeline import Pipeline
 from fm_multi.preprocess import image_to_tensor
+from fm_multi.tasks import classify as classify_task
 
 LIMIT = 6
 
@@ -150,7 +151,7 @@ def test_pipeline_applies_stored_temperatures(checkpoint, tmp_path):
     hot, cold = Pipeline.from_pretrained(checkpoint, device="cpu"), Pipeline.from_pretrained(folder, device="cpu")
     assert cold.temperatures == {"classify": 3.0, "detect": 2.0}
     img = _picture()
-    logits = hot.model.forward_classify(image_to_tensor(img, hot.config.image_size)[None]).detach()
+    logits = classify_task.predict(hot.model, image_to_tensor(img, hot.config.image_size)[None]).detach()
     expected = (logits / 3.0).softmax(-1).max().item()
     assert cold.classify(img, 1)[0][1] == pytest.approx(expected, abs=1e-5)
     assert cold.is_unsure([("x", 0.2)]) and not cold.is_unsure([("x", 0.31)])

@@ -22,6 +22,7 @@ from PIL import Image
 from torchvision.ops import batched_nms, box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
 from fm_multi.preprocess import image_to_tensor
+from fm_multi.tasks import classify as classify_task
 
 LOSS_WEIGHTS = {"focal": 1.0, "giou": 2.0, "l1": 5.0}
 CROP_MARGIN = 0.1       # crops are widened by this share of the box on each side: classify pictures have a border
@@ -120,7 +121,7 @@ def crop_classifier(model, labels: dict, temperature: float = 1.0) -> Callable[[
     device = next(model.parameters()).device
 
     def probabilities(crops: torch.Tensor) -> torch.Tensor:
-        return (model.forward_classify(crops.to(device)).float() / temperature).softmax(dim=-1)
+        return (classify_task.predict(model, crops.to(device)) / temperature).softmax(dim=-1)
     return probabilities
 
 
