@@ -136,7 +136,7 @@ def measure(checkpoint, data_dir, limit: int | dict | None, batch_size: int = 16
     for task in robustness.METRIC:
         results = report["results"][task]  # detection's curves are of the detector alone (no second look)
         rob[task] = robustness.curves(task, pipe.model, pipe.codec, data_dir, limit, batch_size, pipe.labels,
-                                      clean=results.get("detector_only", results["all"]))
+                                      clean=results.get("detector_only", results["all"]), speech_lm=pipe.speech_lm)
         _log(f"robustness of {task} measured", start)
     counts = pipe.model.parameter_counts()
     return {"eval": report, "calibration": cal, "robustness": rob, "examples": answers,

@@ -1,5 +1,6 @@
 """The checkpoint format: a folder with config.json, model.safetensors, tokenizer.json,
-labels.json and README.md (the model card). Local folders and Hugging Face Hub repo ids load alike.
+labels.json, README.md (the model card) and, optionally, speech_lm.json.gz (speech-to-text's language
+model, speech_lm.py). Local folders and Hugging Face Hub repo ids load alike.
 
 Loading never unpickles: weights are safetensors, everything else JSON. Every problem is raised as
 a CheckpointError whose message names the file at fault.
@@ -18,7 +19,8 @@ from fm_multi.config import ModelConfig
 from fm_multi.model import FMMulti
 
 FORMAT_VERSION = 1
-FILES = ("config.json", "model.safetensors", "tokenizer.json", "labels.json", "README.md")
+SPEECH_LM = "speech_lm.json.gz"  # optional: speech-to-text's beam search uses it when present (speech_lm.py)
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "labels.json", "README.md", SPEECH_LM)
 REQUIRED = FILES[:4]
 CARD_EXTRAS = ("*.png", "measurements.json")  # figures and numbers the model card (fm-multi card) refers to
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 
 
@@ -38,13 +39,15 @@ def export(args) -> int:
     and the rest of its config.json (training notes, calibration)."""
     import torch
 
-    from fm_multi.checkpoint import load_checkpoint, save_checkpoint
+    from fm_multi.checkpoint import SPEECH_LM, load_checkpoint, save_checkpoint
 
     model, tokenizer, labels, folder = load_checkpoint(args.checkpoint)
     meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     meta = {k: v for k, v in meta.items() if k not in ("format_version", "model_config")}
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[args.dtype]
     out = save_checkpoint(args.out, model, tokenizer, labels, dtype=dtype, meta=meta)
+    if (folder / SPEECH_LM).exists():  # speech-to-text's language model travels with the weights
+        shutil.copyfile(folder / SPEECH_LM, out / SPEECH_LM)
     size = (out / "model.safetensors").stat().st_size / 1e6
     print(f"wrote {out}: model.safetensors {size:.1f} MB ({args.dtype}); its README.md is a placeholder "
           f"until `fm-multi card --checkpoint {out} --data DIR` measures it")
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fm_multi.card import add_cli as add_card
     from fm_multi.data.build import add_cli as add_data
     from fm_multi.evaluate import add_cli as add_eval
+    from fm_multi.speech_lm import add_cli as add_speech_lm
     from fm_multi.train import add_cli as add_train
     from fm_multi.ui.app import add_cli as add_serve
 
@@ -74,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=export)
     add_data(sub)
     add_train(sub)
+    add_speech_lm(sub)
     add_eval(sub)
     add_serve(sub)
     add_bench(sub)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from fm_multi import distributed, metrics, streams
-from fm_multi.config import CTC_ALPHABET, TASK_NAMES
+from fm_multi.config import TASK_NAMES
 from fm_multi.tasks import classify as classify_task
 from fm_multi.tasks import detect as detect_task
 from fm_multi.tasks import transcribe as transcribe_task
@@ -289,16 +289,17 @@ def _rates(pairs: list[tuple[str, str]]) -> dict:
 
 
 @torch.no_grad()
-def eval_transcribe(model, data, indices, collate, batch_size: int) -> dict:
-    """CER/WER overall, per voice, and for trained voices vs voices held out of training."""
+def eval_transcribe(model, data, indices, collate, batch_size: int, lm=None) -> dict:
+    """CER/WER overall, per voice, and for trained voices vs voices held out of training; decoded as
+    Pipeline.transcribe does (beam search with the language model `lm` when given, else greedy)."""
     device = next(model.parameters()).device
     by_voice, by_source, heldout = defaultdict(list), defaultdict(list), {}
     for chunk, examples in _batches(data, indices, batch_size):
         batch = streams.to_device(collate(examples), device)
         logits, lengths = model.forward_transcribe(batch["mel"], batch["mel_lengths"])
         for k, ex in enumerate(examples):
-            hyp, _ = transcribe_task.greedy_decode(logits[k], int(lengths[k]))
-            ref = "".join(CTC_ALPHABET[i] for i in transcribe_task.encode_text(ex["text"]))
+            hyp, _ = transcribe_task.decode(logits[k], int(lengths[k]), lm)
+            ref = transcribe_task.normalize_for_ctc(ex["text"])
             by_voice[ex["speaker"]].append((ref, hyp))
             by_source[ex.get("source", "unknown")].append((ref, hyp))
             heldout[ex["speaker"]] = bool(ex.get("heldout_voice", False))
@@ -334,7 +335,7 @@ def evaluate(checkpoint, data_dir, tasks=TASK_NAMES, limit: int | None = None, b
                                         data.root / "val" / "annotations.json", pipe.labels["detect"],
                                         classify_labels=pipe.labels["classify"])
         else:
-            results[task] = eval_transcribe(pipe.model, data, idx, collate, batch_size)
+            results[task] = eval_transcribe(pipe.model, data, idx, collate, batch_size, pipe.speech_lm)
     return {"checkpoint": str(checkpoint), "data": str(data_dir), "limit": limit, "results": results}
 
 

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from fm_multi import calibrate, checkpoint, explain
 from fm_multi.engine import SamplingParams, generate
+from fm_multi.speech_lm import CharLM
 from fm_multi.preprocess import (FRAMES_PER_SECOND, SAMPLE_RATE, image_to_tensor, load_audio, log_mel,
                                  open_image, to_mono_16k)
 from fm_multi.tasks import chat as chat_task
@@ -61,7 +62,7 @@ def pick_device() -> torch.device:
 
 class Pipeline:
     def __init__(self, model, tokenizer, labels: dict, device=None, limits: Limits | None = None,
-                 source: str = "", temperatures: dict | None = None):
+                 source: str = "", temperatures: dict | None = None, speech_lm=None):
         self.device = torch.device(device) if device else pick_device()
         self.model = model.to(self.device).eval()
         self.codec = TextCodec(tokenizer)
@@ -69,6 +70,7 @@ class Pipeline:
         self.limits = limits or Limits()
         self.source = source
         self.temperatures = dict(temperatures or {})  # {"classify": T, "detect": T}; 1 when absent
+        self.speech_lm = speech_lm  # speech_lm.CharLM: transcribe() beam-searches with it; None: greedy
         self.last_latency_s: float | None = None
 
     @classmethod
@@ -76,8 +78,13 @@ class Pipeline:
         """Load a local checkpoint folder or a Hub repo id (raises checkpoint.CheckpointError)."""
         device = torch.device(device) if device else pick_device()
         model, tokenizer, labels, folder = checkpoint.load_checkpoint(path_or_repo, device)
+        lm_path = folder / checkpoint.SPEECH_LM
+        try:
+            speech_lm = CharLM.load(lm_path) if lm_path.exists() else None
+        except ValueError as e:
+            raise checkpoint.CheckpointError(str(e)) from None
         return cls(model, tokenizer, labels, device, limits, source=str(folder),
-                   temperatures=calibrate.load_temperatures(folder))
+                   temperatures=calibrate.load_temperatures(folder), speech_lm=speech_lm)
 
     @property
     def config(self):
@@ -309,7 +316,7 @@ class Pipeline:
         wave, cut = self.load_audio(audio, sample_rate)
         mel = log_mel(wave.to(self.device))
         logits, lengths = self.model.forward_transcribe(mel[None], torch.tensor([mel.size(1)], device=self.device))
-        text, alignment = transcribe_task.greedy_decode(logits[0], int(lengths[0]))
+        text, alignment = transcribe_task.decode(logits[0], int(lengths[0]), self.speech_lm)
         self.last_latency_s = time.perf_counter() - start
         return {"text": text, "alignment": alignment, "seconds": wave.numel() / SAMPLE_RATE, "truncated": cut,
                 "silent": bool(wave.abs().max() < SILENCE_PEAK), "mel": mel.cpu(),

@@ -105,17 +105,17 @@ class Corrupted:
 
 
 # --- curves ---------------------------------------------------------------------------------------
-def _evaluate(task: str, model, data, indices, collate, batch_size: int, labels: dict) -> dict:
+def _evaluate(task: str, model, data, indices, collate, batch_size: int, labels: dict, speech_lm=None) -> dict:
     if task == "classify":
         return evaluate.eval_classify(model, data, indices, collate, batch_size, trained_styles=set())
     if task == "detect":
         return evaluate.eval_detect(model, data, indices, collate, batch_size,
                                     data.root / "val" / "annotations.json", labels["detect"], slices=False)
-    return evaluate.eval_transcribe(model, data, indices, collate, batch_size)
+    return evaluate.eval_transcribe(model, data, indices, collate, batch_size, speech_lm)
 
 
 def curves(task: str, model, codec, data_dir, limit: int | dict | None, batch_size: int, labels: dict,
-           clean: dict | None = None) -> dict:
+           clean: dict | None = None, speech_lm=None) -> dict:
     """{corruption: [{"severity", metric, "n"}]} for one of classify / detect / transcribe.
 
     clean: the task's "all" result from evaluate on the same examples, reused for the clean points.
@@ -129,8 +129,9 @@ def curves(task: str, model, codec, data_dir, limit: int | dict | None, batch_si
         out[corruption] = []
         for severity in severities:
             if severity == CLEAN[corruption] and clean is None:
-                clean = _evaluate(task, model, data, indices, collate, batch_size, labels)["all"]
+                clean = _evaluate(task, model, data, indices, collate, batch_size, labels, speech_lm)["all"]
             res = clean if severity == CLEAN[corruption] else _evaluate(
-                task, model, Corrupted(data, corruption, severity), indices, collate, batch_size, labels)["all"]
+                task, model, Corrupted(data, corruption, severity), indices, collate, batch_size, labels,
+                speech_lm)["all"]
             out[corruption].append({"severity": severity, metric: res[metric], "n": res["n"]})
     return out

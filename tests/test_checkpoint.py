@@ -96,6 +96,27 @@ def test_wrong_shape_weights_are_refused(ckpt):
         load_checkpoint(ckpt)
 
 
+def test_speech_lm_cli_fits_into_a_checkpoint_that_export_and_pipeline_carry(ckpt, small_data, tmp_path, capsys):
+    from fm_multi.checkpoint import SPEECH_LM
+    from fm_multi.pipeline import Pipeline
+
+    if not (small_data / "speech" / "train.jsonl").exists():
+        pytest.skip("the small build has no speech part (espeak-ng/flite missing)")
+    assert cli_main(["speech-lm", "--data", str(small_data), "--checkpoint", str(ckpt), "--order", "4"]) == 0
+    assert "order 4" in capsys.readouterr().out and (ckpt / SPEECH_LM).exists()
+    out = tmp_path / "shipped"
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    assert (out / SPEECH_LM).read_bytes() == (ckpt / SPEECH_LM).read_bytes()
+    pipe = Pipeline.from_pretrained(out, device="cpu")
+    assert pipe.speech_lm is not None and pipe.speech_lm.order == 4
+    assert isinstance(pipe.transcribe(torch.randn(16_000).numpy() * 0.1, 16_000), str)
+    assert Pipeline.from_pretrained(make_checkpoint(tmp_path / "plain"), device="cpu").speech_lm is None
+    (out / SPEECH_LM).write_bytes(b"\x1f\x8b broken")
+    with pytest.raises(CheckpointError, match="speech_lm.json.gz is not a speech language model"):
+        Pipeline.from_pretrained(out, device="cpu")
+    assert cli_main(["speech-lm", "--data", str(tmp_path / "none"), "--checkpoint", str(ckpt)]) == 2
+
+
 def test_hub_ids_are_validated_and_offline_fails_in_one_sentence(monkeypatch, tmp_path):
     for bad in ["../etc/passwd", "a/b/c", "no-slash", "owner/..", "https://evil/x"]:
         with pytest.raises(CheckpointError, match="neither a local checkpoint folder"):

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from fm_multi.engine import SamplingParams, generate
+from fm_multi.speech_lm import END, CharLM
 from fm_multi.tasks import chat, classify, detect, summarize, transcribe
 from fm_multi.tasks.language import TextCodec
 from helpers import CLASSES, make_model, make_tokenizer
@@ -224,3 +225,46 @@ def test_ctc_greedy_decode_collapses_repeats_and_blanks():
     assert [a["frame"] for a in align] == [1, 4, 5, 6]
     assert transcribe.encode_text("Hi,  BOB's!") == transcribe.encode_text("hi bob's")
     assert transcribe.encode_text("ab c'") == [2, 3, 1, 4, 28]
+
+
+def _frames(*rows: dict) -> torch.Tensor:
+    """CTC logits, one frame per {symbol: probability} (the rest shared out), as log-probabilities."""
+    from fm_multi.config import CTC_ALPHABET
+    out = torch.full((len(rows), len(CTC_ALPHABET)), 1e-6)
+    for t, row in enumerate(rows):
+        for sym, p in row.items():
+            out[t, 0 if sym == "_" else CTC_ALPHABET.index(sym)] = p
+    return (out / out.sum(-1, keepdim=True)).log()
+
+
+def test_speech_lm_is_a_distribution_that_learns_spellings(tmp_path):
+    from fm_multi.config import CTC_ALPHABET
+    lm = CharLM.fit(["the cat sat", "the cat ran", "a cat"], order=4)
+    symbols = CTC_ALPHABET[1:] + [END]
+    for history in ("", "the c", "zzz q", "a cat"):
+        assert sum(torch.tensor(lm.logp(history, c)).exp().item() for c in symbols) == pytest.approx(1.0, abs=1e-6)
+    assert lm.logp("the c", "a") > lm.logp("the c", "o") and lm.logp("a cat", END) > lm.logp("a cat", "s")
+    again = CharLM.load(lm.save(tmp_path / "lm.json.gz"))
+    assert again.order == 4 and again.logp("the ca", "t") == lm.logp("the ca", "t")
+    (tmp_path / "bad.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="bad.json.gz is not a speech language model"):
+        CharLM.load(tmp_path / "bad.json.gz")
+
+
+def test_ctc_beam_search_without_the_language_model_reads_what_greedy_reads():
+    lm = CharLM.fit(["unrelated words"], order=3)
+    logits = _frames({"_": 0.9}, {"b": 0.8}, {"b": 0.7}, {"_": 0.9}, {"b": 0.8}, {" ": 0.9}, {"c": 0.95}, {"_": 0.9})
+    greedy, greedy_align = transcribe.greedy_decode(logits, len(logits))
+    text, align = transcribe.beam_decode(logits, len(logits), lm, lm_weight=0.0, letter_bonus=0.0)
+    assert text == greedy == "bb c"  # a letter held over two frames is one letter; a blank splits a repeat
+    assert [a["frame"] for a in align] == [a["frame"] for a in greedy_align] == [1, 4, 5, 6]
+
+
+def test_ctc_beam_search_lets_the_language_model_settle_an_unclear_letter():
+    lm = CharLM.fit(["the cat sat on the mat"] * 5 + ["a dog"], order=4)
+    # the third letter sounds a little more like "d" than "t"
+    logits = _frames({"c": 0.9}, {"a": 0.9}, {"d": 0.5, "t": 0.45}, {"_": 0.9})
+    assert transcribe.greedy_decode(logits, len(logits))[0] == "cad"
+    assert transcribe.beam_decode(logits, len(logits), lm)[0] == "cat"
+    assert transcribe.decode(logits, len(logits), None)[0] == "cad"  # no model: greedy
+    assert transcribe.decode(logits, len(logits), lm)[0] == "cat"
