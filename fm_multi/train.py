@@ -23,11 +23,13 @@ non-finite loss or gradient stops the run before the update; the last state on d
 Run folder: config.json (model + train, resolved), checkpoints/state_*.pt (resumable: weights,
 optimizer, scheduler, RNG and data position; the last `keep_last`, and a wsd run's stable_*.pt where
 its decay starts), best/ and final/ (checkpoint
-folders `Pipeline.from_pretrained` loads), metrics.jsonl, tb/ (TensorBoard) and report.md.
+folders `Pipeline.from_pretrained` loads, with speech-to-text's language model fitted on the data's
+training transcripts), metrics.jsonl, tb/ (TensorBoard) and report.md.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -438,12 +440,21 @@ class Trainer:
         distributed.barrier(self.ctx)
 
     def _save_folder(self, folder: Path, why: str) -> None:
-        from fm_multi.checkpoint import save_checkpoint
+        from fm_multi.checkpoint import SPEECH_LM, save_checkpoint
         from fm_multi.run_records import model_card
 
         card = model_card(self.model, self.labels, self.cfg, self.step, why)
         save_checkpoint(folder, self.model, self.tokenizer, self.labels, card=card,
                         meta={"train": {"step": self.step, "preset": self.spec.preset}})
+        if self.cfg.task_weights["transcribe"] > 0:
+            self.speech_lm.save(folder / SPEECH_LM)
+
+    @functools.cached_property
+    def speech_lm(self):
+        """Speech-to-text's language model, fitted once per run on the data's training transcripts."""
+        from fm_multi.speech_lm import fit_from_data
+
+        return fit_from_data(self.spec.data)[0]
 
     # --- the loop ---
     def run(self) -> dict:

@@ -296,6 +296,9 @@ def test_training_lowers_every_validation_loss_and_writes_the_run_folder(data, t
     pipe = Pipeline.from_pretrained(out / "final", device="cpu")
     assert pipe.classify(Image.new("RGB", (48, 48), (220, 30, 30)))[0][0] in CLASSES
     assert (out / "best" / "model.safetensors").exists()
+    assert pipe.speech_lm is not None and (out / "best" / "speech_lm.json.gz").exists()  # fitted on the transcripts
+    said = json.loads((data / "speech" / "train.jsonl").read_text().splitlines()[0])["text"]
+    assert pipe.speech_lm.logp(said[:-1], said[-1]) > pipe.speech_lm.logp(said[:-1], "'")
 
 
 def test_non_finite_loss_stops_before_the_update_and_keeps_the_last_state(data, tmp_path, monkeypatch):

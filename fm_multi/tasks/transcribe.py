@@ -60,7 +60,7 @@ def greedy_decode(logits: torch.Tensor, length: int) -> tuple[str, list[dict]]:
 
 # Beam search settings, chosen on the even-numbered half of the speech val set with the stage-14 checkpoint
 # (15,000 steps) and an order-6 model; README "Speech-to-text decoding" has the figures.
-BEAM, LM_WEIGHT, LETTER_BONUS = 8, 0.5, 1.0
+BEAM, LM_WEIGHT, LETTER_BONUS = 16, 0.7, 2.0
 PRUNE_LOGP = math.log(3e-4)  # letters less likely than this in a frame are not tried there
 
 
