@@ -157,7 +157,7 @@ def detect_logits(model, data, indices, collate, batch_size: int, labels: list[s
     device = next(model.parameters()).device
     logits, targets = [], []
     for chunk, examples in evaluate._batches(data, indices, batch_size):
-        out = model.forward_detect(streams.to_device(collate(examples), device)["pixels"])
+        out = detect_task.predict(model, streams.to_device(collate(examples), device)["pixels"])
         for k, (j, (_, target)) in enumerate(zip(chunk, examples)):
             w, h = data.images[j]["size"]
             dets = detect_task.decode(out, k, w, h, labels, evaluate.DETECT_THRESHOLD, with_patch=True)

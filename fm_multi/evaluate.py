@@ -261,7 +261,7 @@ def eval_detect(model, data, indices, collate, batch_size: int, annotation_file:
 
     for chunk, examples in _batches(data, indices, batch_size):
         batch = streams.to_device(collate(examples), device)
-        out = model.forward_detect(batch["pixels"])
+        out = detect_task.predict(model, batch["pixels"])
         for k, j in enumerate(chunk):
             rec = data.images[j]
             image_ids.append(rec["id"])

@@ -238,7 +238,7 @@ class Pipeline:
         return detect_task.crop_classifier(self.model, self.labels, self.temperatures.get("classify", 1.0))
 
     def _detect_outputs(self, pixels: torch.Tensor) -> dict:
-        out = self.model.forward_detect(pixels)
+        out = detect_task.predict(self.model, pixels)
         return {**out, "logits": out["logits"].float() / self.temperatures.get("detect", 1.0)}
 
     @torch.inference_mode()

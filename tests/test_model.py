@@ -170,6 +170,25 @@ def test_detection_assignment():
     assert (idx == 0).sum() >= 1
 
 
+def test_detection_inference_sees_a_mirror_image_as_the_mirror_of_its_answer(model):
+    model.eval()
+    c = model.config
+    x = torch.randn(2, 3, c.detect_image_size, c.detect_image_size)
+    g = c.detect_image_size // c.patch_size
+    with torch.no_grad():
+        out, flipped = detect.predict(model, x), detect.predict(model, x.flip(-1))
+        plain = model.forward_detect(x)
+    grid = lambda t: t.view(2, g, g, -1)  # noqa: E731
+    # the mirror's patch grid is this one's read right to left, and its boxes are these with x reflected
+    torch.testing.assert_close(grid(flipped["logits"]).flip(2), grid(out["logits"]), atol=1e-5, rtol=0)
+    back = grid(flipped["boxes"]).flip(2)
+    torch.testing.assert_close(torch.stack([1 - back[..., 2], back[..., 1], 1 - back[..., 0], back[..., 3]], -1),
+                               grid(out["boxes"]), atol=1e-5, rtol=0)
+    assert out["logits"].shape == plain["logits"].shape and out["boxes"].shape == plain["boxes"].shape
+    assert not torch.allclose(out["logits"], plain["logits"].float(), atol=1e-4)  # both views counted
+    assert (out["boxes"][..., 2:] >= out["boxes"][..., :2]).all()
+
+
 def test_detection_decode_scales_to_input_pixels():
     out = {"logits": torch.full((1, 4, 2), -10.0), "boxes": torch.tensor([[[0.1, 0.2, 0.5, 0.6]] * 4])}
     out["logits"][0, 1, 1] = 5.0

@@ -113,6 +113,21 @@ def crops(image: Image.Image, boxes: list[list[float]], size: int, margin: float
     return torch.stack(out)
 
 
+def predict(model, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """pixels (B, 3, H, W) -> model.forward_detect's outputs, each patch's averaged with those of its mirror
+    patch in the mirror image (its box mirrored back), in one batch. Training flips half its scenes
+    (streams.augment_detect), so both views hold the same objects."""
+    B, p = pixels.size(0), model.config.patch_size
+    h, w = pixels.size(2) // p, pixels.size(3) // p
+    both = model.forward_detect(torch.cat([pixels, pixels.flip(-1)]))
+    logits = both["logits"].float().view(2, B, h, w, -1)
+    boxes = both["boxes"].view(2, B, h, w, 4)
+    mirrored = boxes[1].flip(2)  # the mirror's patch grid read right to left, its boxes' x reflected
+    mirrored = torch.stack([1 - mirrored[..., 2], mirrored[..., 1], 1 - mirrored[..., 0], mirrored[..., 3]], dim=-1)
+    return {"logits": ((logits[0] + logits[1].flip(2)) / 2).view(B, h * w, -1),
+            "boxes": ((boxes[0] + mirrored) / 2).view(B, h * w, 4), "centres": both["centres"]}
+
+
 def crop_classifier(model, labels: dict, temperature: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The classification head as detection's second look (crops -> class probabilities, logits divided
     by `temperature`), or None when the two heads name different classes."""
