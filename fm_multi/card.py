@@ -141,7 +141,9 @@ def measure(checkpoint, data_dir, limit: int | dict | None, batch_size: int = 16
     counts = pipe.model.parameter_counts()
     return {"eval": report, "calibration": cal, "robustness": rob, "examples": answers,
             "model": {"config": pipe.config.to_dict(), "parameters": counts,
-                      "classes": {t: len(pipe.labels[t]) for t in ("classify", "detect")}},
+                      "classes": {t: len(pipe.labels[t]) for t in ("classify", "detect")},
+                      "speech_lm": pipe.speech_lm and {"order": pipe.speech_lm.order,
+                                                       "contexts": len(pipe.speech_lm.counts)}},
             "limit": limit, "data_dir": str(data_dir)}
 
 

@@ -210,6 +210,13 @@ was trained on synthetic data only; its answers are often wrong and sound sure w
 """
 
 
+def speech_decoding(lm: dict | None) -> str:
+    if not lm:
+        return "Speech is decoded greedily (this checkpoint has no speech_lm.json.gz)."
+    return (f"Speech is decoded by a CTC prefix beam search with a character {lm['order']}-gram language model "
+            f"({lm['contexts']:,} contexts, speech_lm.json.gz) fitted on the training transcripts.")
+
+
 def architecture_lines(model: dict) -> list[str]:
     cfg = model["config"]
     keys = ("d_model", "n_layer", "n_head", "max_seq_len", "vocab_size", "image_size", "detect_image_size",
@@ -221,7 +228,8 @@ def architecture_lines(model: dict) -> list[str]:
             "and a strided-convolution log-mel encoder (one token per 40 ms); heads: class logits "
             "from the CLS token, dense per-patch detection (class + box), CTC over characters. Each detected box "
             "gets a second look: its crop goes through the classification head, and the box keeps the class both "
-            "heads rate highest (the detection table's \"detector only\" row is without it).", "",
+            "heads rate highest (the detection table's \"detector only\" row is without it). Both image heads "
+            "average each picture's answer with its mirror image's. " + speech_decoding(model.get("speech_lm")), "",
             *table(["setting", "value"], [[k, cfg[k]] for k in keys if k in cfg]),
             *table(["part", "parameters"], [[k, f"{v:,}"] for k, v in model["parameters"].items()])]
 
