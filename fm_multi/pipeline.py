@@ -78,13 +78,8 @@ class Pipeline:
         """Load a local checkpoint folder or a Hub repo id (raises checkpoint.CheckpointError)."""
         device = torch.device(device) if device else pick_device()
         model, tokenizer, labels, folder = checkpoint.load_checkpoint(path_or_repo, device)
-        lm_path = folder / checkpoint.SPEECH_LM
-        try:
-            speech_lm = CharLM.load(lm_path) if lm_path.exists() else None
-        except ValueError as e:
-            raise checkpoint.CheckpointError(str(e)) from None
         return cls(model, tokenizer, labels, device, limits, source=str(folder),
-                   temperatures=calibrate.load_temperatures(folder), speech_lm=speech_lm)
+                   temperatures=calibrate.load_temperatures(folder), speech_lm=CharLM.from_checkpoint(folder))
 
     @property
     def config(self):

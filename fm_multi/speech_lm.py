@@ -65,6 +65,17 @@ class CharLM:
         return path
 
     @classmethod
+    def from_checkpoint(cls, folder: str | Path) -> CharLM | None:
+        """A checkpoint folder's model, or None when it has none; a damaged file raises CheckpointError."""
+        from fm_multi.checkpoint import SPEECH_LM, CheckpointError
+
+        path = Path(folder) / SPEECH_LM
+        try:
+            return cls.load(path) if path.exists() else None
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+
+    @classmethod
     def load(cls, path: str | Path) -> CharLM:
         try:
             data = json.loads(gzip.decompress(Path(path).read_bytes()))
