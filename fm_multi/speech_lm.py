@@ -59,9 +59,12 @@ class CharLM:
         return math.log(p)
 
     def save(self, path: str | Path) -> Path:
+        """Write gzipped JSON atomically (a run killed mid-write leaves the previous file or none)."""
+        from fm_multi.checkpoint import write_atomic
+
         path = Path(path)
         data = json.dumps({"order": self.order, "counts": self.counts}, separators=(",", ":"))
-        path.write_bytes(gzip.compress(data.encode(), compresslevel=9, mtime=0))
+        write_atomic(path, gzip.compress(data.encode(), compresslevel=9, mtime=0))
         return path
 
     @classmethod
