@@ -58,13 +58,17 @@ class CharLM:
             p = (self.counts[h].get(symbol, 0) + types * p) / (tokens + types)
         return math.log(p)
 
+    def to_bytes(self) -> bytes:
+        """The file's contents: gzipped JSON, the same bytes for the same counts."""
+        data = json.dumps({"order": self.order, "counts": self.counts}, separators=(",", ":"))
+        return gzip.compress(data.encode(), compresslevel=9, mtime=0)
+
     def save(self, path: str | Path) -> Path:
-        """Write gzipped JSON atomically (a run killed mid-write leaves the previous file or none)."""
+        """Write to_bytes() atomically (a run killed mid-write leaves the previous file or none)."""
         from fm_multi.checkpoint import write_atomic
 
         path = Path(path)
-        data = json.dumps({"order": self.order, "counts": self.counts}, separators=(",", ":"))
-        write_atomic(path, gzip.compress(data.encode(), compresslevel=9, mtime=0))
+        write_atomic(path, self.to_bytes())
         return path
 
     @classmethod

@@ -440,21 +440,22 @@ class Trainer:
         distributed.barrier(self.ctx)
 
     def _save_folder(self, folder: Path, why: str) -> None:
-        from fm_multi.checkpoint import SPEECH_LM, save_checkpoint
+        from fm_multi.checkpoint import SPEECH_LM, save_checkpoint, write_atomic
         from fm_multi.run_records import model_card
 
         card = model_card(self.model, self.labels, self.cfg, self.step, why)
         save_checkpoint(folder, self.model, self.tokenizer, self.labels, card=card,
                         meta={"train": {"step": self.step, "preset": self.spec.preset}})
         if self.cfg.task_weights["transcribe"] > 0:
-            self.speech_lm.save(folder / SPEECH_LM)
+            write_atomic(folder / SPEECH_LM, self.speech_lm_file)
 
     @functools.cached_property
-    def speech_lm(self):
-        """Speech-to-text's language model, fitted once per run on the data's training transcripts."""
+    def speech_lm_file(self) -> bytes:
+        """Speech-to-text's language model, fitted and serialised once per run (best/ is written many
+        times) from the data's training transcripts."""
         from fm_multi.speech_lm import fit_from_data
 
-        return fit_from_data(self.spec.data)[0]
+        return fit_from_data(self.spec.data)[0].to_bytes()
 
     # --- the loop ---
     def run(self) -> dict:
