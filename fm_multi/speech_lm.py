@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from fm_multi.checkpoint import SPEECH_LM, CheckpointError, write_atomic
 from fm_multi.config import CTC_ALPHABET
 
 START, END = "^", "$"  # padding before a transcript; the symbol that ends one
@@ -65,8 +66,6 @@ class CharLM:
 
     def save(self, path: str | Path) -> Path:
         """Write to_bytes() atomically (a run killed mid-write leaves the previous file or none)."""
-        from fm_multi.checkpoint import write_atomic
-
         path = Path(path)
         write_atomic(path, self.to_bytes())
         return path
@@ -74,8 +73,6 @@ class CharLM:
     @classmethod
     def from_checkpoint(cls, folder: str | Path) -> CharLM | None:
         """A checkpoint folder's model, or None when it has none; a damaged file raises CheckpointError."""
-        from fm_multi.checkpoint import SPEECH_LM, CheckpointError
-
         path = Path(folder) / SPEECH_LM
         try:
             return cls.load(path) if path.exists() else None
@@ -104,8 +101,6 @@ def fit_from_data(data_dir: str | Path, order: int = 6) -> tuple[CharLM, int]:
 
 
 def main(args) -> int:
-    from fm_multi.checkpoint import SPEECH_LM
-
     folder = Path(args.checkpoint)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
