@@ -249,10 +249,14 @@ def test_chat_train_keeps_common_questions_and_val_never_repeats_train():
     small_sums = [u for u in users if re.fullmatch(r"What is \d [+*] \d\?", u)]
     assert len(small_sums) > len(set(small_sums)) > 10                               # and come up again
 
-    val = chat.generate(kb, 0, "val", 200, {chat._key(c) for c in train}, distinct=True)
+    val = chat.generate_distinct(kb, 0, "val", 200, {chat._key(c) for c in train})
     keys = [chat._key(c) for c in val]
     assert len(val) == 200 and len(set(keys)) == 200
     assert not set(keys) & {chat._key(c) for c in train}
+    # another build that turns down slot 7's draw (say its train set holds it) changes that slot alone
+    other = chat.generate_distinct(kb, 0, "val", 200, {chat._key(c) for c in train} | {keys[7]})
+    assert [chat._key(c) for c in other] != keys
+    assert [k for i, k in enumerate(keys) if i != 7] == [chat._key(c) for i, c in enumerate(other) if i != 7]
     extra = chat.generate(kb, 0, "train-arithmetic", 500, set(keys), skill="arithmetic")
     assert len(extra) == 500 and {c["skill"] for c in extra} == {"arithmetic"}
     assert not set(keys) & {chat._key(c) for c in extra}, "extra arithmetic must never be a val instance"

@@ -7,8 +7,10 @@ follow-up that only makes sense with the earlier turns ("And if you add 3 to tha
 short and always phrased the same way (an arithmetic answer is just the number) so a tiny model
 can learn them; questions vary the way people type (quotes or none, capitals, final punctuation).
 Train keeps repeats, so a common question (a greeting, a small sum) comes up as often as it is
-drawn. Val is drawn after train, and a val conversation whose user/assistant turns occur in train
-is redrawn, so no val instance is ever seen in training.
+drawn. Val is drawn after train, slot by slot from seeds of its own, and a val conversation whose
+user/assistant turns occur in train (or in an earlier slot) is redrawn in its slot, so no val instance
+is ever seen in training, and a build that reads another package list changes only the slots that
+draw from it.
 
 Arithmetic then gets extra training conversations of its own, drawn after val and skipping any
 that equals a val one: multi-digit sums are the skill the model was slowest to learn, and adding
@@ -281,18 +283,30 @@ def _key(conv: dict) -> str:
 
 
 def generate(kb: Knowledge, seed: int, split: str, n: int, exclude: set[str] | None = None,
-             distinct: bool = False, skill: str | None = None) -> list[dict]:
-    """n conversations (of one skill, if given) whose keys are not in `exclude`; repeats are kept
-    unless `distinct`."""
-    draw = (conversation(random.Random(f"chat/{seed}/{split}/{i}"), kb, skill) for i in range(50 * n))
-    out, seen = [], set(exclude or ())
-    for conv in draw:
-        key = _key(conv)
-        if key not in seen:
-            if distinct:
-                seen.add(key)
+             skill: str | None = None) -> list[dict]:
+    """n conversations (of one skill, if given) whose keys are not in `exclude`; repeats are kept."""
+    out, exclude = [], exclude or set()
+    for i in range(50 * n):
+        conv = conversation(random.Random(f"chat/{seed}/{split}/{i}"), kb, skill)
+        if _key(conv) not in exclude:
             out.append(conv)
             if len(out) == n:
+                break
+    return out
+
+
+def generate_distinct(kb: Knowledge, seed: int, split: str, n: int, exclude: set[str]) -> list[dict]:
+    """n conversations with distinct keys, none in `exclude`, one per slot: slot i tries its own draws
+    (i, 0), (i, 1)... until one is new. A draw that another build turns down (its package list or
+    train set differs) so changes only its own slot, and the other slots, the checkable skills among
+    them, come out the same on every build."""
+    out, seen = [], set(exclude)
+    for i in range(n):
+        for j in range(50):
+            conv = conversation(random.Random(f"chat/{seed}/{split}/{i}/{j}"), kb)
+            if _key(conv) not in seen:
+                seen.add(_key(conv))
+                out.append(conv)
                 break
     return out
 
@@ -301,7 +315,7 @@ def build(out: Path, src, small: bool, seed: int) -> dict:
     """Write text/chat_{train,val}.jsonl; returns counts for build.json."""
     kb, counts = knowledge(src), COUNTS["small" if small else "full"]
     train = generate(kb, seed, "train", counts["train"])
-    val = generate(kb, seed, "val", counts["val"], {_key(c) for c in train}, distinct=True)
+    val = generate_distinct(kb, seed, "val", counts["val"], {_key(c) for c in train})
     extra = generate(kb, seed, "train-arithmetic", counts["arithmetic"], {_key(c) for c in val}, skill="arithmetic")
     train += extra
     result = {"train": write_jsonl(out / "text" / "chat_train.jsonl", train),
