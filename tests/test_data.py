@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fm_multi.data import build, chat, images, loaders
+from fm_multi.data import build, chat, images, loaders, speech
 from fm_multi.data.speech import normalize_transcript
 from fm_multi.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 
@@ -171,6 +171,14 @@ def test_speech_wavs_match_manifest(small_data):
             heldout_speakers = {r["speaker"] for r in rows if r["heldout_voice"]}
             assert not train_texts & {r["text"] for r in rows}, "a val sentence is also in train"
     assert heldout_speakers and not heldout_speakers & train_speakers
+    # the second readings: training sentences, each read once more, by a voice found nowhere else
+    train = read_jsonl(root / "train.jsonl")
+    again = [r for r in train if r["speaker"] in speech.REREAD_VOICES]
+    first = [r for r in train if r["speaker"] not in speech.REREAD_VOICES]
+    assert again and train[-len(again):] == again, "second readings come after the first ones"
+    assert len({r["text"] for r in again}) == len(again) and {r["text"] for r in again} <= {r["text"] for r in first}
+    assert not {v for _, v, _ in speech.REREAD_VOICES.values()} & {v for _, v, _ in speech.HELDOUT_VOICES.values()}
+    assert not any("scotland" in v or v.endswith("+f2") for _, v, _ in speech.REREAD_VOICES.values())
     item = loaders.SpeechDataset(small_data, "val")[0]
     assert item["audio"].dtype.name == "float32" and item["audio"].ndim == 1
 

@@ -4,8 +4,10 @@ Voices: flite (kal, kal16, awb, slt, rms: built from recordings of real speakers
 (kal_diphone, ked_diphone) and a minority of espeak-ng variants, which sound robotic. Two whole
 voices (flite_rms and one espeak variant) never read a train sentence: val holds both clips of
 those held-out voices and held-out sentences read by the trained voices, told apart by
-`heldout_voice`. Train clips are augmented (speed, pitch, reverberation through sox; noise and
-level in numpy) with parameters drawn from the build seed; val clips are clean.
+`heldout_voice`. Then some training sentences are read a second time by twelve more espeak-ng voices
+(REREAD_VOICES): more voices for the same sentences. Train clips are augmented (speed, pitch,
+reverberation through sox; noise and level in numpy) with parameters drawn from the build seed; val
+clips are clean.
 """
 
 import random
@@ -26,8 +28,8 @@ SAMPLE_RATE = 16000
 MAX_SECONDS = 8.0
 MIN_WORDS, MAX_WORDS = 3, 14
 CHUNK = 24            # clips per worker task; festival starts once per chunk (~0.2 s)
-COUNTS = {"full": {"train": 24000, "val_seen": 300, "val_heldout": 300, "number_sentences": 20000},
-          "small": {"train": 32, "val_seen": 4, "val_heldout": 4, "number_sentences": 400}}
+COUNTS = {"full": {"train": 24000, "val_seen": 300, "val_heldout": 300, "number_sentences": 20000, "reread": 6000},
+          "small": {"train": 32, "val_seen": 4, "val_heldout": 4, "number_sentences": 400, "reread": 8}}
 
 # speaker id -> (engine, voice, share of its split). Held-out voices only read val sentences.
 TRAIN_VOICES = {
@@ -39,6 +41,13 @@ TRAIN_VOICES = {
 }
 HELDOUT_VOICES = {"flite_rms": ("flite", "rms", 0.7),
                   "espeak_en-gb-scotland+f2": ("espeak", "en-gb-scotland+f2", 0.3)}
+# More voices without more sentences: after the clips above, `reread` training sentences are read again
+# by these espeak-ng accent+variant voices (one drawn per clip). None has the Scottish accent or the
+# +f2 variant of the held-out espeak voice.
+REREAD_VOICES = {f"espeak_{v}": ("espeak", v, 1 / 12) for v in (
+    "en-us+m1", "en-us+f1", "en-us+m7", "en-gb+m2", "en-gb+f4", "en-gb-x-gbclan+m4", "en-gb-x-gbclan+f5",
+    "en-gb-x-gbcwmd+m5", "en-gb-x-gbcwmd+f3", "en-029+m6", "en-029+f1", "en-gb-x-rp+f4")}
+ALL_VOICES = {**TRAIN_VOICES, **HELDOUT_VOICES, **REREAD_VOICES}
 # Engines expand these ("Dr." -> "doctor"), acronyms ("DNS") and identifiers, so the audio would
 # not say the transcript's words: sentences containing them are left out.
 ABBREVIATION = re.compile(r"\b(Mr|Mrs|Ms|Dr|St|Jr|Sr|Mt|Ft|Gen|Gov|Sen|Rev|Prof|Lt|Col|Capt|Sgt)\b"
@@ -161,7 +170,7 @@ def _augment_params(r: random.Random) -> dict:
 # ---- synthesis ----------------------------------------------------------------------------------
 
 def _voice(speaker: str) -> tuple[str, str]:
-    engine, voice, _ = {**TRAIN_VOICES, **HELDOUT_VOICES}[speaker]
+    engine, voice, _ = ALL_VOICES[speaker]
     return engine, voice
 
 
@@ -236,21 +245,39 @@ def _make_chunk(clips: list[Clip], seed: int, root: Path) -> list[dict | None]:
     return rows
 
 
+def reread_plan(train_rows: list[dict], n: int, seed: int, first_index: int) -> list[Clip]:
+    """n training sentences (manifest rows) to read again, each by a voice of REREAD_VOICES and with
+    augmentation of its own, numbered from first_index on."""
+    r = random.Random(f"speech/{seed}/extra-voices")
+    picked = r.sample(train_rows, min(n, len(train_rows)))
+    return [Clip("train", first_index + i, row["text"], row["text"], r.choice(list(REREAD_VOICES)), False,
+                 row["source"], _augment_params(r)) for i, row in enumerate(picked)]
+
+
+def _synthesize_all(clips: list[Clip], seed: int, root: Path, workers: int, desc: str) -> list[dict | None]:
+    chunks = [clips[i:i + CHUNK] for i in range(0, len(clips), CHUNK)]
+    return [r for chunk in parallel_map(partial(_make_chunk, seed=seed, root=root), chunks, workers,
+                                        desc=desc, chunksize=1) for r in chunk]
+
+
 def build(out: Path, src, small: bool, seed: int, workers: int) -> dict:
     """Write DIR/speech; returns counts for build.json."""
     root = out / "speech"
     clips = plan(sentence_pools(src, seed, small), small, seed)
-    chunks = [clips[i:i + CHUNK] for i in range(0, len(clips), CHUNK)]
-    rows = [r for chunk in parallel_map(partial(_make_chunk, seed=seed, root=root), chunks, workers,
-                                        desc="speech", chunksize=1) for r in chunk]
-    kept = [r for r in rows if r]
+    kept = [r for r in _synthesize_all(clips, seed, root, workers, "speech") if r]
+    again = reread_plan([r for r in kept if r["audio"].startswith("train")],
+                        COUNTS["small" if small else "full"]["reread"], seed, sum(c.split == "train" for c in clips))
+    reread = [r for r in _synthesize_all(again, seed, root, workers, "speech, more voices") if r]
+    dropped = len(clips) + len(again) - len(kept) - len(reread)
+    kept += reread
     counts = {}
     for split in ("train", "val"):
         counts[split] = write_jsonl(root / f"{split}.jsonl", [r for r in kept if r["audio"].startswith(split)])
         counts[f"{split}_hours"] = round(sum(r["duration"] for r in kept if r["audio"].startswith(split)) / 3600, 3)
     counts["val_heldout_voice"] = sum(r["heldout_voice"] for r in kept)
-    counts["dropped_too_long"] = len(rows) - len(kept)
-    counts["speakers"] = {s: sum(r["speaker"] == s for r in kept) for s in {**TRAIN_VOICES, **HELDOUT_VOICES}}
+    counts["dropped_too_long"] = dropped
+    counts["train_reread"] = len(reread)
+    counts["speakers"] = {s: sum(r["speaker"] == s for r in kept) for s in ALL_VOICES}
     _card(root, counts)
     return counts
 
@@ -267,7 +294,9 @@ Clips per voice: {voices}.""",
         "How it was made": f"""
 Sentences of {MIN_WORDS}-{MAX_WORDS} words from WordNet examples and definitions, Debian package synopses and
 number templates (prices, times, ordinals, years), without acronyms or abbreviations a TTS engine would
-spell out. Each sentence is read once. A sentence's split comes from a hash of its text. Voices
+spell out. Each sentence is read once; then {counts['train_reread']} training sentences are read a second time,
+each by one of {len(REREAD_VOICES)} more espeak-ng voices (accent+variant; none Scottish, none +f2). A
+sentence's split comes from a hash of its text. Voices
 flite_rms and espeak_en-gb-scotland+f2 appear only in val (`heldout_voice: true`, {counts['val_heldout_voice']}
 clips); the other val clips are held-out sentences read by trained voices. Train clips get speed
 (0.88-1.12), pitch (+-250 cents) and reverb through sox, and white or low-passed noise (10-35 dB SNR)
