@@ -304,8 +304,9 @@ def generate_distinct(kb: Knowledge, seed: int, split: str, n: int, exclude: set
     for i in range(n):
         for j in range(50):
             conv = conversation(random.Random(f"chat/{seed}/{split}/{i}/{j}"), kb)
-            if _key(conv) not in seen:
-                seen.add(_key(conv))
+            key = _key(conv)
+            if key not in seen:
+                seen.add(key)
                 out.append(conv)
                 break
     return out
