@@ -182,7 +182,9 @@ def measured_limitations(results: dict, rob: dict, metrics: dict) -> list[str]:
         out.append(f"- Voices held out of training: CER {t['heldout_voices']['cer']:.3f} against "
                    f"{t['trained_voices']['cer']:.3f} on trained voices.")
     if s.get("all", {}).get("rouge_l") is not None:
-        out.append(f"- Summaries: ROUGE-L {s['all']['rouge_l']:.3f}; copying the first sentence scores "
+        no_copy = s["all"].get("rouge_l_no_copy")
+        plain = f" (greedy without the copy bias: {no_copy:.3f})" if no_copy is not None else ""
+        out.append(f"- Summaries: ROUGE-L {s['all']['rouge_l']:.3f}{plain}; copying the first sentence scores "
                    f"{s['all']['rouge_l_lead_sentence']:.3f}.")
     for task, curves in rob.items():
         m, higher_better = metrics[task], PRIMARY[task][1]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fm_multi.engine import SamplingParams, generate
+from fm_multi.engine import SamplingParams, followers, generate, sample_next
 from fm_multi.speech_lm import END, CharLM
 from fm_multi.tasks import chat, classify, detect, summarize, transcribe
 from fm_multi.tasks.language import TextCodec
@@ -119,6 +119,37 @@ def test_sampling_is_seeded_and_respects_limits(model):
     assert a == b and len(a) == 8
     with pytest.raises(ValueError):
         SamplingParams(top_p=0).validate()
+
+
+def test_copy_bias_continues_a_span_of_the_source():
+    logits = torch.zeros(12)
+    logits[9] = 0.5                                  # the model's own favourite
+    greedy = SamplingParams(temperature=0.0, repetition_penalty=1.0)
+    biased = SamplingParams(temperature=0.0, repetition_penalty=1.0, copy_bias=1.0)
+    follows = followers([3, 7, 8, 3, 4])             # 3 -> {4, 7}, 7 -> {8}, 8 -> {3}; (3, 7) -> {8}, (8, 3) -> {4}
+    assert follows[(3,)].tolist() == [4, 7] and follows[(8, 3)].tolist() == [4] and (7, 3) not in follows
+    assert sample_next(logits, greedy, [3], None, follows) == 9
+    assert sample_next(logits, biased, [2, 7], None, follows) == 8
+    logits[7] = 0.1
+    assert sample_next(logits, biased, [3], None, follows) == 7     # of 3's followers, the likelier
+    assert sample_next(logits, biased, [8, 3], None, follows) == 4  # the two-token match counts twice
+    assert sample_next(logits, biased, [5], None, follows) == 9     # 5 is not in the source: no bias
+    assert sample_next(logits, biased, [], None, follows) == 9      # nothing generated yet
+    with pytest.raises(ValueError):
+        SamplingParams(copy_bias=-1).validate()
+
+
+def test_generate_with_a_strong_copy_bias_copies_the_source(model):
+    V = model.config.vocab_size
+    source = list(range(V))                          # every token is followed by the next id
+    params = SamplingParams(max_new_tokens=6, temperature=0.0, repetition_penalty=1.0, copy_bias=1e4)
+    out = [t for t, _ in generate(model, [1, 5, 6], params, stop_ids=set(), source=source)]
+    assert len(out) == 6
+    assert all(b == a + 1 for a, b in zip(out, out[1:]) if a < V - 1)
+    plain = SamplingParams(max_new_tokens=6, temperature=0.0, repetition_penalty=1.0)
+    probs = [p for _, p in generate(model, [1, 5, 6], plain, stop_ids=set(), source=source)]
+    first = [p for _, p in generate(model, [1, 5, 6], params, stop_ids=set(), source=source)][0]
+    assert first == pytest.approx(probs[0])          # the reported probability is the model's own
 
 
 def _images(n, size, seed=0):

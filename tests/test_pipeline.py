@@ -37,6 +37,10 @@ def test_chat_rejects_bad_messages(pipe):
 
 def test_summarize_returns_text(pipe):
     assert isinstance(pipe.summarize("the quick brown fox jumps over the lazy dog", max_new_tokens=4), str)
+    assert isinstance(pipe.summarize("the quick brown fox jumps over the lazy dog", max_new_tokens=4,
+                                     copy_bias=0.0), str)
+    with pytest.raises(InputError, match="copy_bias"):
+        pipe.summarize("the quick brown fox", copy_bias=-1.0)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "1"])
