@@ -122,7 +122,7 @@ class Pipeline:
         tokens, probs = [], []
         start = time.perf_counter()
         stop_ids = {self.codec.end, self.codec.ids["<|eos|>"]}
-        for tok, p in generate(self.model, prompt, params, stop_ids, source):
+        for tok, p in generate(self.model, prompt, params, stop_ids, source=source):
             tokens.append(tok)
             probs.append((self.codec.decode([tok]), p))
             self.last_latency_s = time.perf_counter() - start

@@ -274,10 +274,10 @@ def test_stop_closes_the_decoding_loop_in_inference_mode(pipe, monkeypatch):
     seen = {"steps": 0, "closed": False, "inference": []}
     real = pipeline_module.generate
 
-    def spy(model, prompt, params, stop_ids):
+    def spy(model, prompt, params, stop_ids, source=()):
         try:
             # no stop tokens: a random model may sample one at once, and this test needs a long reply
-            for item in real(model, prompt, params, stop_ids=set()):
+            for item in real(model, prompt, params, stop_ids=set(), source=source):
                 seen["steps"] += 1
                 seen["inference"].append(torch.is_inference_mode_enabled())
                 yield item
