@@ -36,11 +36,11 @@ from fm_multi.tasks.language import TextCodec
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "checkpoint"
 SILENCE_PEAK = 1e-3  # peak amplitude below -60 dBFS: nothing a listener would hear
 # Summaries decode greedily with a copy bias (engine.py) and a stronger repetition penalty than chat's.
-# Chosen on three samples of 1,000 training documents (ROUGE-L; val played no part): greedy with penalty
-# 1.1, as before, 0.207 / - / 0.204; copy bias 4: 0.231 / 0.230 / 0.233; with penalty 2.0 as well:
-# - / 0.246 / 0.244. Around it, on the second sample: bias 3 or 5 (penalty 2.0) 0.238 / 0.234; penalty
-# 1.5, 2.5, 3.0: 0.242, 0.245, 0.244; penalty 1.3 without the bias 0.213. `fm-multi eval` reports val
-# with the bias and without it.
+# Chosen on training documents (ROUGE-L; val played no part): the form of the bias on a first sample of
+# 1,000; on three more: greedy with penalty 1.1, as before, 0.207 / - / 0.204; copy bias 4: 0.231 / 0.230
+# / 0.233; with penalty 2.0 as well: - / 0.246 / 0.244. Around it, on the second: bias 3 or 5 (penalty
+# 2.0) 0.238 / 0.234; penalty 1.5, 2.5, 3.0: 0.242, 0.245, 0.244; penalty 1.3 without the bias 0.213.
+# `fm-multi eval` reports val with the bias and without it.
 SUMMARY_COPY_BIAS = 4.0
 SUMMARY_REPETITION_PENALTY = 2.0
 
