@@ -14,7 +14,7 @@ divided by their temperature before the softmax / sigmoid.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +118,7 @@ class Pipeline:
             raise InputError(str(e)) from None
 
     def _stream(self, prompt: list[int], params: SamplingParams,
-                source: list[int] = ()) -> Iterator[tuple[str, list]]:
+                source: Sequence[int] = ()) -> Iterator[tuple[str, list]]:
         """Run generation (copy bias from `source`); yield (text so far, [(token text, probability)...])."""
         tokens, probs = [], []
         start = time.perf_counter()
@@ -195,7 +195,7 @@ class Pipeline:
         budget = self.config.max_seq_len - params.max_new_tokens
         ids, _ = summarize_task.encode_summarize(self.codec, text, max_document_tokens=max(budget - 4, 8))
         out, probs = "", []
-        for out, probs in self._stream(ids, params, source=ids[2:-1]):  # the document, between its markers
+        for out, probs in self._stream(ids, params, source=summarize_task.document_ids(ids)):
             pass
         return out.strip(), probs
 

@@ -139,6 +139,12 @@ def test_copy_bias_continues_a_span_of_the_source():
         SamplingParams(copy_bias=-1).validate()
 
 
+def test_summary_prompt_gives_back_its_document(tok):
+    codec = TextCodec(tok)
+    prompt, _ = summarize.encode_summarize(codec, "the quick brown fox")
+    assert summarize.document_ids(prompt) == codec.encode("the quick brown fox")
+
+
 def test_generate_with_a_strong_copy_bias_copies_the_source(model):
     V = model.config.vocab_size
     source = list(range(V))                          # every token is followed by the next id

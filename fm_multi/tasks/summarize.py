@@ -16,6 +16,11 @@ def encode_summarize(codec: TextCodec, document: str, summary: str | None = None
     return ids, mask
 
 
+def document_ids(prompt: list[int]) -> list[int]:
+    """The document's ids inside a prompt from encode_summarize (between <|summarize|> and <|summary|>)."""
+    return prompt[2:-1]
+
+
 def collate(examples: list[dict], codec: TextCodec, max_len: int) -> dict:
     """examples: [{"document", "summary"}] -> LM batch. Documents are cut to leave room for the summary."""
     pairs = [encode_summarize(codec, e["document"], e["summary"], max_document_tokens=max_len - 64)
