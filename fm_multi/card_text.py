@@ -182,8 +182,10 @@ def measured_limitations(results: dict, rob: dict, metrics: dict) -> list[str]:
         out.append(f"- Voices held out of training: CER {t['heldout_voices']['cer']:.3f} against "
                    f"{t['trained_voices']['cer']:.3f} on trained voices.")
     if s.get("all", {}).get("rouge_l") is not None:
-        no_copy = s["all"].get("rouge_l_no_copy")
-        plain = f" (greedy without the copy bias: {no_copy:.3f})" if no_copy is not None else ""
+        other = [(s["all"].get(k), name) for k, name in (("rouge_l_greedy", "greedy"),
+                                                            ("rouge_l_no_copy", "greedy without the copy bias"))]
+        other = [f"{name}: {v:.3f}" for v, name in other if v is not None]
+        plain = f" ({'; '.join(other)})" if other else ""
         out.append(f"- Summaries: ROUGE-L {s['all']['rouge_l']:.3f}{plain}; copying the first sentence scores "
                    f"{s['all']['rouge_l_lead_sentence']:.3f}.")
     for task, curves in rob.items():

@@ -8,6 +8,11 @@ ends with a token that occurs in the source, each token that follows it there ge
 to its logit, and the bias again when the reply's last two tokens occur there together. The small
 model often starts a package name right and then drifts ("Cantor" -> "Cantoremar"); the bias keeps it
 on the span, more so the longer the span, without forcing a copy.
+
+`beam_search` (num_beams > 1, summaries) keeps the likeliest few replies instead of one: at each step
+every open reply is extended by its best next tokens, scored with the same biased and penalised
+logits, and the best `num_beams` go on. Finished replies are ranked by their summed log-probability
+divided by their length (length_penalty 1), so a short reply does not win by having fewer terms.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ class SamplingParams:
     top_p: float = 0.95           # 1 -> off
     repetition_penalty: float = 1.1  # >1 discourages tokens already in the reply
     copy_bias: float = 0.0        # >0 favours continuing a span of the source (see the module docstring)
+    num_beams: int = 1            # >1 -> beam search (needs temperature 0; see the module docstring)
+    length_penalty: float = 1.0   # beam search ranks finished replies by log-probability / length ** this
     seed: int | None = None
 
     def validate(self) -> "SamplingParams":
@@ -40,6 +47,12 @@ class SamplingParams:
             raise ValueError("repetition_penalty must be >= 1")
         if self.copy_bias < 0:
             raise ValueError("copy_bias must be >= 0")
+        if self.num_beams < 1:
+            raise ValueError("num_beams must be at least 1")
+        if self.num_beams > 1 and self.temperature != 0:
+            raise ValueError("beam search is deterministic: set temperature to 0 when num_beams > 1")
+        if self.length_penalty < 0:
+            raise ValueError("length_penalty must be >= 0")
         return self
 
 
@@ -72,10 +85,9 @@ def followers(source: Sequence[int], device=None) -> dict[tuple[int, ...], torch
     return {k: torch.tensor(sorted(v), device=device) for k, v in nxt.items()}
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generated: list[int],
-                generator: torch.Generator | None, follows: dict[tuple, torch.Tensor] | None = None) -> int:
-    """logits (vocab,) -> one token id, after the copy bias (`follows`: see followers), repetition
-    penalty, temperature, top-k and top-p."""
+def adjust_logits(logits: torch.Tensor, params: SamplingParams, generated: list[int],
+                  follows: dict[tuple, torch.Tensor] | None = None) -> torch.Tensor:
+    """logits (vocab,) -> float logits after the copy bias (`follows`: see followers) and the repetition penalty."""
     logits = logits.float()
     if params.copy_bias and follows:
         tails = [tuple(generated[-n:]) for n in COPY_CONTEXT if len(generated) >= n]
@@ -89,6 +101,14 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generated: list[in
         seen = torch.tensor(sorted(set(generated)), device=logits.device)
         vals = logits[seen]
         logits[seen] = torch.where(vals > 0, vals / params.repetition_penalty, vals * params.repetition_penalty)
+    return logits
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generated: list[int],
+                generator: torch.Generator | None, follows: dict[tuple, torch.Tensor] | None = None) -> int:
+    """logits (vocab,) -> one token id, after the copy bias (`follows`: see followers), repetition
+    penalty, temperature, top-k and top-p."""
+    logits = adjust_logits(logits, params, generated, follows)
     if params.temperature == 0:
         return int(logits.argmax())
     ids, probs = candidates(logits, params)
@@ -124,3 +144,53 @@ def generate(model, prompt: list[int], params: SamplingParams, stop_ids: set[int
         if len(generated) == params.max_new_tokens or cache.pos >= max_len:
             return  # done: skip a forward whose logits nobody would read
         logits = model.forward_text(torch.tensor([[tok]], device=device), kv_cache=cache)[0, -1]
+
+
+@torch.inference_mode()
+def beam_search(model, prompt: list[int], params: SamplingParams, stop_ids: set[int],
+                source: Sequence[int] = ()) -> list[int]:
+    """The best reply (token ids, without the stop token) of a beam search with params.num_beams beams.
+
+    Each step extends every open reply by its 2 x num_beams best tokens under the adjusted logits
+    (copy bias from `source`, repetition penalty; see adjust_logits) and keeps the best num_beams by
+    summed log-probability. A candidate ending in a stop id among those best is finished instead,
+    scored by its sum / length ** length_penalty. The search ends when num_beams replies have finished
+    or at max_new_tokens, where the open ones are scored the same way. The beams share one KV cache
+    whose rows are reordered after each step.
+    """
+    params.validate()
+    device = next(model.parameters()).device
+    max_len = min(model.config.max_seq_len, len(prompt) + params.max_new_tokens)
+    cache = model.new_kv_cache(1, max_len)
+    logits = model.forward_text(torch.tensor([prompt], device=device), kv_cache=cache, last_only=True)[:, -1]
+    follows = followers(source, device) if params.copy_bias else None
+    open_: list[tuple[float, list[int]]] = [(0.0, [])]   # (summed log-probability, tokens)
+    finished: list[tuple[float, list[int]]] = []         # (normalised score, tokens without the stop)
+
+    def score(total: float, n: int) -> float:
+        return total / max(n, 1) ** params.length_penalty
+
+    while True:
+        pool = []
+        for row, (total, tokens) in enumerate(open_):
+            logp = adjust_logits(logits[row], params, tokens, follows).log_softmax(-1)
+            top, ids = logp.topk(min(2 * params.num_beams, logp.numel()))
+            pool += [(total + lp, tokens + [tok], row) for lp, tok in zip(top.tolist(), ids.tolist())]
+        pool.sort(key=lambda c: -c[0])
+        open_, rows = [], []
+        for total, tokens, row in pool:
+            if tokens[-1] in stop_ids:
+                finished.append((score(total, len(tokens)), tokens[:-1]))
+            else:
+                open_.append((total, tokens))
+                rows.append(row)
+            if len(open_) == params.num_beams:
+                break
+        length = len(open_[0][1]) if open_ else 0
+        if len(finished) >= params.num_beams or not open_ or length >= params.max_new_tokens \
+                or cache.pos >= max_len:
+            finished += [(score(total, len(tokens)), tokens) for total, tokens in open_]
+            return max(finished, key=lambda f: f[0])[1]
+        cache.select(torch.tensor(rows, device=device))
+        last = torch.tensor([[tokens[-1]] for _, tokens in open_], device=device)
+        logits = model.forward_text(last, kv_cache=cache)[:, -1]

@@ -178,15 +178,18 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
 
 
 def eval_summarize(pipe, data, indices, collate, batch_size: int) -> dict:
-    """ROUGE-L F1 of greedy summaries against the lead baselines (N = mean reference length),
-    overall and per text source; the summaries as the app writes them (with its copy bias, see
-    pipeline.SUMMARY_COPY_BIAS) and, as rouge_l_no_copy, without it."""
+    """ROUGE-L F1 of summaries against the lead baselines (N = mean reference length), overall and per
+    text source; the summaries as the app writes them (beam search with a copy bias, see
+    pipeline.SUMMARY_NUM_BEAMS), greedy with the bias (rouge_l_greedy) and greedy without it
+    (rouge_l_no_copy)."""
     rows = {i: data[i] for i in indices}
     n_words = max(1, round(sum(len(r["summary"].split()) for r in rows.values()) / max(len(rows), 1)))
     scores = {}
     for i, r in rows.items():
         scores[i] = {"rouge_l": metrics.rouge_l(pipe.summarize(r["document"]), r["summary"]),
-                     "rouge_l_no_copy": metrics.rouge_l(pipe.summarize(r["document"], copy_bias=0.0), r["summary"]),
+                     "rouge_l_greedy": metrics.rouge_l(pipe.summarize(r["document"], num_beams=1), r["summary"]),
+                     "rouge_l_no_copy": metrics.rouge_l(pipe.summarize(r["document"], num_beams=1, copy_bias=0.0),
+                                                        r["summary"]),
                      "rouge_l_lead_sentence": metrics.rouge_l(metrics.lead_sentence(r["document"]), r["summary"]),
                      "rouge_l_lead_words": metrics.rouge_l(metrics.lead_words(r["document"], n_words), r["summary"])}
 

@@ -205,6 +205,7 @@ def test_eval_command_reports_all_five_tasks(data, tmp_path, capsys):
     assert report["chat"]["all"]["perplexity"] > 1
     assert 0 <= report["summarize"]["all"]["rouge_l"] <= 1
     assert 0 <= report["summarize"]["all"]["rouge_l_no_copy"] <= 1   # the summaries without the copy bias
+    assert 0 <= report["summarize"]["all"]["rouge_l_greedy"] <= 1    # one beam instead of the app's search
     assert 0 <= report["classify"]["all"]["top1"] <= report["classify"]["all"]["top5"] <= 1
     assert 0 <= report["detect"]["all"]["map_50_95"] <= report["detect"]["all"]["map_50"] <= 1
     assert 0 <= report["detect"]["any_class"]["map_50"] <= 1

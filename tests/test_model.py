@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fm_multi.engine import SamplingParams, followers, generate, sample_next
+from fm_multi.engine import SamplingParams, beam_search, followers, generate, sample_next
 from fm_multi.speech_lm import END, CharLM
 from fm_multi.tasks import chat, classify, detect, summarize, transcribe
 from fm_multi.tasks.language import TextCodec
@@ -119,6 +119,32 @@ def test_sampling_is_seeded_and_respects_limits(model):
     assert a == b and len(a) == 8
     with pytest.raises(ValueError):
         SamplingParams(top_p=0).validate()
+
+
+def test_beam_search_finds_the_likeliest_reply(model):
+    """With a beam per vocabulary entry, two steps of beam search are exhaustive: the reply must be the
+    pair of tokens with the highest joint log-probability, computed here without the KV cache."""
+    torch.manual_seed(0)
+    V, prompt = model.config.vocab_size, [1, 5, 6, 9]
+    params = SamplingParams(max_new_tokens=2, temperature=0.0, repetition_penalty=1.0, num_beams=V)
+    best = beam_search(model, prompt, params, stop_ids=set())
+    with torch.no_grad():
+        first = model("chat", idx=torch.tensor([prompt]))[0, -1].float().log_softmax(-1)       # (V,)
+        seqs = torch.cat([torch.tensor([prompt]).expand(V, -1), torch.arange(V)[:, None]], 1)
+        second = model("chat", idx=seqs)[:, -1].float().log_softmax(-1)                         # (V, V)
+    joint = first[:, None] + second
+    assert best == list(divmod(int(joint.argmax()), V))
+    # fewer beams: still two tokens, and never better than the exhaustive answer
+    narrow = beam_search(model, prompt, SamplingParams(max_new_tokens=2, temperature=0.0, num_beams=3,
+                                                       repetition_penalty=1.0), stop_ids=set())
+    assert len(narrow) == 2 and joint[narrow[0], narrow[1]] <= joint.max()
+    # a stop token that is the likeliest first step ends the search with an empty reply
+    stop = int(first.argmax())
+    assert beam_search(model, prompt, SamplingParams(max_new_tokens=2, temperature=0.0, num_beams=1,
+                                                     repetition_penalty=1.0, length_penalty=0.0), {stop}) == []
+    for bad in (dict(num_beams=0), dict(num_beams=4, temperature=0.7), dict(length_penalty=-1)):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad).validate()
 
 
 def test_copy_bias_continues_a_span_of_the_source():

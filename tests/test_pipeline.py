@@ -43,6 +43,20 @@ def test_summarize_returns_text(pipe):
         pipe.summarize("the quick brown fox", copy_bias=-1.0)
 
 
+def test_summary_beam_search_reports_the_models_probabilities(pipe):
+    text = "the quick brown fox jumps over the lazy dog"
+    summary, probs = pipe.summarize_detailed(text, max_new_tokens=6)            # the default: beam search
+    assert 1 <= len(probs) <= 6 and all(0 < p <= 1 for _, p in probs)
+    assert "".join(t for t, _ in probs).strip() == summary
+    greedy, _ = pipe.summarize_detailed(text, max_new_tokens=6, num_beams=1)
+    assert isinstance(greedy, str)
+    assert isinstance(pipe.summarize(text, max_new_tokens=6, temperature=0.8, seed=1), str)  # sampling: one beam
+    with pytest.raises(InputError, match="beam search is deterministic"):
+        pipe.summarize(text, temperature=0.8, num_beams=4)
+    with pytest.raises(InputError, match="num_beams"):
+        pipe.summarize(text, num_beams=0)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "1"])
 def test_classify_any_image_mode(pipe, mode):
     img = Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).convert(mode)

@@ -1,10 +1,12 @@
-"""Text generation: our engine (pre-allocated KV cache) against Hugging Face GPT-2.
+"""Text generation: our engine (pre-allocated KV cache) against Hugging Face GPT-2, greedy and with
+the beam search summaries use (pipeline.SUMMARY_NUM_BEAMS beams).
 
 The peer is `GPT2LMHeadModel(GPT2Config(...))` with our width, depth, heads, MLP width, vocabulary,
 context, exact GELU and tied embeddings, random weights, SDPA attention, run through its own
 `generate(use_cache=True)`. Both decode greedily from the same random prompt and are forced to emit
 exactly the same number of tokens (no stop tokens for us, min_new_tokens for the peer). Tokens/s
-counts new tokens over the whole call, prompt prefill included.
+counts new tokens over the whole call, prompt prefill included. The beam searches keep the same
+number of beams and run to the same length (no stop tokens; the peer's length penalty 1 as ours).
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import torch
 
 from fm_multi.bench.timing import Budget, interleaved, median, row
 from fm_multi.config import ModelConfig
-from fm_multi.engine import SamplingParams, generate
+from fm_multi.engine import SamplingParams, beam_search, generate
+from fm_multi.pipeline import SUMMARY_NUM_BEAMS
 
 PROMPT_TOKENS = 64
 GREEDY = dict(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
@@ -51,6 +54,23 @@ def peer_greedy(peer, prompt: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
+def ours_beam(model, prompt: list[int], n: int) -> list[int]:
+    params = SamplingParams(max_new_tokens=n, num_beams=SUMMARY_NUM_BEAMS, **GREEDY)
+    tokens = beam_search(model, prompt, params, stop_ids=set())
+    if len(tokens) != n:
+        raise RuntimeError(f"our beam search stopped after {len(tokens)} of {n} tokens")
+    return tokens
+
+
+def peer_beam(peer, prompt: torch.Tensor, n: int) -> torch.Tensor:
+    out = peer.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                        num_beams=SUMMARY_NUM_BEAMS, length_penalty=1.0, do_sample=False, use_cache=True,
+                        pad_token_id=0)
+    if out.shape[1] != prompt.shape[1] + n:
+        raise RuntimeError(f"GPT-2 beam search generated {out.shape[1] - prompt.shape[1]} of {n} tokens")
+    return out
+
+
 def run(pipe, budget: Budget) -> list[dict]:
     from transformers.utils import logging as hf_logging
 
@@ -62,7 +82,11 @@ def run(pipe, budget: Budget) -> list[dict]:
     with torch.inference_mode():
         t = interleaved({"ours": lambda: ours_greedy(model, prompt, n),
                          "peer": lambda: peer_greedy(peer, prompt_t, n)}, budget)
+        b = interleaved({"ours": lambda: ours_beam(model, prompt, n),
+                         "peer": lambda: peer_beam(peer, prompt_t, n)}, budget)
+    note = f"d{cfg.d_model} L{cfg.n_layer} vocab {cfg.vocab_size}; peer attention {peer.config._attn_implementation}"
     return [row(f"generate {len(prompt)}+{n} tokens greedy vs HF GPT-2", n / median(t["ours"]), "tok/s",
-                peer=n / median(t["peer"]), target=("speedup", ">=", 1.5),
-                note=f"d{cfg.d_model} L{cfg.n_layer} vocab {cfg.vocab_size}; peer attention "
-                     f"{peer.config._attn_implementation}; {len(t['ours'])} rounds")]
+                peer=n / median(t["peer"]), target=("speedup", ">=", 1.5), note=f"{note}; {len(t['ours'])} rounds"),
+            row(f"generate {len(prompt)}+{n} tokens, {SUMMARY_NUM_BEAMS} beams, vs HF GPT-2", n / median(b["ours"]),
+                "tok/s", peer=n / median(b["peer"]), target=("speedup", ">=", 1.0),
+                note=f"{note}; {len(b['ours'])} rounds")]

@@ -35,5 +35,10 @@ class KVCache:
         """Called once per forward, after every layer has inserted its n new tokens."""
         self.pos += n
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep these batch rows, in this order (repeats allowed): beam search widens and reorders its beams."""
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        self.layer_k, self.layer_v = self.k.unbind(0), self.v.unbind(0)
+
     def reset(self) -> None:
         self.pos = 0
