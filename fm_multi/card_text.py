@@ -182,9 +182,8 @@ def measured_limitations(results: dict, rob: dict, metrics: dict) -> list[str]:
         out.append(f"- Voices held out of training: CER {t['heldout_voices']['cer']:.3f} against "
                    f"{t['trained_voices']['cer']:.3f} on trained voices.")
     if s.get("all", {}).get("rouge_l") is not None:
-        other = [(s["all"].get(k), name) for k, name in (("rouge_l_greedy", "greedy"),
-                                                            ("rouge_l_no_copy", "greedy without the copy bias"))]
-        other = [f"{name}: {v:.3f}" for v, name in other if v is not None]
+        names = {"rouge_l_greedy": "greedy with the same bias", "rouge_l_no_copy": "greedy without the copy bias"}
+        other = [f"{name}: {s['all'][k]:.3f}" for k, name in names.items() if s["all"].get(k) is not None]
         plain = f" ({'; '.join(other)})" if other else ""
         out.append(f"- Summaries: ROUGE-L {s['all']['rouge_l']:.3f}{plain}; copying the first sentence scores "
                    f"{s['all']['rouge_l_lead_sentence']:.3f}.")

@@ -24,7 +24,8 @@ def summarize_text() -> str:
 
 
 def answers(pipe) -> list[dict]:
-    """What `pipe` answers to every example, as the tabs ask (chat and summaries greedy):
+    """What `pipe` answers to every example, as the tabs ask (chat greedy, summaries
+    with the app's beam search):
     [{"tab", "input", "expected", "output"}], the output as a line of text."""
     rows = [{"tab": "Chat", "input": q, "expected": want,
              "output": pipe.chat([{"role": "user", "content": q}], temperature=0.0)} for q, want in CHAT]

@@ -1,8 +1,8 @@
 """The Summarize tab: text in, a one-line summary out, with a length control.
 
 With Explain ticked, a private event after the `summarize` endpoint shows each summary token with
-its probability, the unlikely ones highlighted. Summaries are greedy, so decoding again gives the
-same tokens the endpoint returned.
+its probability under the model, the unlikely ones highlighted. Summaries are deterministic (a beam
+search, see Pipeline.summarize_detailed), so decoding again gives the same tokens the endpoint returned.
 """
 from __future__ import annotations
 
