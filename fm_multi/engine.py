@@ -148,8 +148,9 @@ def generate(model, prompt: list[int], params: SamplingParams, stop_ids: set[int
 
 @torch.inference_mode()
 def beam_search(model, prompt: list[int], params: SamplingParams, stop_ids: set[int],
-                source: Sequence[int] = ()) -> list[int]:
-    """The best reply (token ids, without the stop token) of a beam search with params.num_beams beams.
+                source: Sequence[int] = ()) -> list[tuple[int, float]]:
+    """The best reply of a beam search with params.num_beams beams: [(token id, probability under the
+    model)], as generate yields them (the stop token left out, the probability before any bias or penalty).
 
     Each step extends every open reply by its 2 x num_beams best tokens under the adjusted logits
     (copy bias from `source`, repetition penalty; see adjust_logits) and keeps the best num_beams by
@@ -164,33 +165,37 @@ def beam_search(model, prompt: list[int], params: SamplingParams, stop_ids: set[
     cache = model.new_kv_cache(1, max_len)
     logits = model.forward_text(torch.tensor([prompt], device=device), kv_cache=cache, last_only=True)[:, -1]
     follows = followers(source, device) if params.copy_bias else None
-    open_: list[tuple[float, list[int]]] = [(0.0, [])]   # (summed log-probability, tokens)
-    finished: list[tuple[float, list[int]]] = []         # (normalised score, tokens without the stop)
+    # a reply: (summed adjusted log-probability, [(token, the model's own probability)])
+    open_: list[tuple[float, list[tuple[int, float]]]] = [(0.0, [])]
+    finished: list[tuple[float, list[tuple[int, float]]]] = []  # (normalised score, reply without the stop)
 
     def score(total: float, n: int) -> float:
         return total / max(n, 1) ** params.length_penalty
 
     while True:
         pool = []
-        for row, (total, tokens) in enumerate(open_):
+        for row, (total, reply) in enumerate(open_):
+            tokens = [tok for tok, _ in reply]
             logp = adjust_logits(logits[row], params, tokens, follows).log_softmax(-1)
             top, ids = logp.topk(min(2 * params.num_beams, logp.numel()))
-            pool += [(total + lp, tokens + [tok], row) for lp, tok in zip(top.tolist(), ids.tolist())]
+            own = logits[row].float().softmax(-1)[ids]
+            pool += [(total + lp, reply + [(tok, p)], row)
+                     for lp, tok, p in zip(top.tolist(), ids.tolist(), own.tolist())]
         pool.sort(key=lambda c: -c[0])
         open_, rows = [], []
-        for total, tokens, row in pool:
-            if tokens[-1] in stop_ids:
-                finished.append((score(total, len(tokens)), tokens[:-1]))
+        for total, reply, row in pool:
+            if reply[-1][0] in stop_ids:
+                finished.append((score(total, len(reply)), reply[:-1]))
             else:
-                open_.append((total, tokens))
+                open_.append((total, reply))
                 rows.append(row)
             if len(open_) == params.num_beams:
                 break
         length = len(open_[0][1]) if open_ else 0
         if len(finished) >= params.num_beams or not open_ or length >= params.max_new_tokens \
                 or cache.pos >= max_len:
-            finished += [(score(total, len(tokens)), tokens) for total, tokens in open_]
+            finished += [(score(total, len(reply)), reply) for total, reply in open_]
             return max(finished, key=lambda f: f[0])[1]
         cache.select(torch.tensor(rows, device=device))
-        last = torch.tensor([[tokens[-1]] for _, tokens in open_], device=device)
+        last = torch.tensor([[reply[-1][0]] for _, reply in open_], device=device)
         logits = model.forward_text(last, kv_cache=cache)[:, -1]

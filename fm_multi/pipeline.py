@@ -134,10 +134,9 @@ class Pipeline:
         start = time.perf_counter()
         stop_ids = {self.codec.end, self.codec.ids["<|eos|>"]}
         if params.num_beams > 1:
-            tokens = beam_search(self.model, prompt, params, stop_ids, source=source)
-            probs = self._score(prompt, tokens)  # the model's own probabilities, as generate reports them
+            reply = beam_search(self.model, prompt, params, stop_ids, source=source)
             self.last_latency_s = time.perf_counter() - start
-            yield self.codec.decode(tokens), probs
+            yield self.codec.decode([tok for tok, _ in reply]), [(self.codec.decode([tok]), p) for tok, p in reply]
             return
         for tok, p in generate(self.model, prompt, params, stop_ids, source=source):
             tokens.append(tok)
@@ -192,7 +191,6 @@ class Pipeline:
         prompt = chat_task.prompt_ids(self.codec, context, self.config.max_seq_len - len(ids))
         return self._score(prompt, ids)
 
-    @torch.inference_mode()
     def _score(self, prompt: list[int], ids: list[int]) -> list[tuple[str, float]]:
         """Teacher-forced probability of each of `ids` after `prompt` (one forward, no cache)."""
         if not ids:

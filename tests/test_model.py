@@ -127,16 +127,19 @@ def test_beam_search_finds_the_likeliest_reply(model):
     torch.manual_seed(0)
     V, prompt = model.config.vocab_size, [1, 5, 6, 9]
     params = SamplingParams(max_new_tokens=2, temperature=0.0, repetition_penalty=1.0, num_beams=V)
-    best = beam_search(model, prompt, params, stop_ids=set())
+    reply = beam_search(model, prompt, params, stop_ids=set())
+    best = [tok for tok, _ in reply]
     with torch.no_grad():
         first = model("chat", idx=torch.tensor([prompt]))[0, -1].float().log_softmax(-1)       # (V,)
         seqs = torch.cat([torch.tensor([prompt]).expand(V, -1), torch.arange(V)[:, None]], 1)
         second = model("chat", idx=seqs)[:, -1].float().log_softmax(-1)                         # (V, V)
     joint = first[:, None] + second
     assert best == list(divmod(int(joint.argmax()), V))
+    own = [first.exp()[best[0]], second[best[0]].exp()[best[1]]]   # the model's own probabilities, no cache
+    assert [p for _, p in reply] == pytest.approx([float(p) for p in own], rel=1e-4)
     # fewer beams: still two tokens, and never better than the exhaustive answer
-    narrow = beam_search(model, prompt, SamplingParams(max_new_tokens=2, temperature=0.0, num_beams=3,
-                                                       repetition_penalty=1.0), stop_ids=set())
+    narrow = [tok for tok, _ in beam_search(model, prompt, SamplingParams(
+        max_new_tokens=2, temperature=0.0, num_beams=3, repetition_penalty=1.0), stop_ids=set())]
     assert len(narrow) == 2 and joint[narrow[0], narrow[1]] <= joint.max()
     # a stop token that is the likeliest first step ends the search with an empty reply
     stop = int(first.argmax())
