@@ -39,35 +39,23 @@ def prompt_and_length(cfg: ModelConfig, new_tokens: int) -> tuple[list[int], int
     return torch.randint(0, cfg.vocab_size, (n_prompt,), generator=g).tolist(), new_tokens
 
 
-def ours_greedy(model, prompt: list[int], n: int) -> list[int]:
-    tokens = [t for t, _ in generate(model, prompt, SamplingParams(max_new_tokens=n, **GREEDY), stop_ids=set())]
+def ours_decode(model, prompt: list[int], n: int, beams: int = 1) -> list[int]:
+    """Exactly n new tokens: greedy with one beam, else a beam search with `beams` beams."""
+    params = SamplingParams(max_new_tokens=n, num_beams=beams, **GREEDY)
+    pairs = beam_search(model, prompt, params, stop_ids=set()) if beams > 1 else \
+        generate(model, prompt, params, stop_ids=set())
+    tokens = [t for t, _ in pairs]
     if len(tokens) != n:
-        raise RuntimeError(f"our generate stopped after {len(tokens)} of {n} tokens")
+        raise RuntimeError(f"our decoding with {beams} beam(s) stopped after {len(tokens)} of {n} tokens")
     return tokens
 
 
-def peer_greedy(peer, prompt: torch.Tensor, n: int) -> torch.Tensor:
+def peer_decode(peer, prompt: torch.Tensor, n: int, beams: int = 1) -> torch.Tensor:
+    """The peer's `generate`, forced to exactly n new tokens, with `beams` beams (1: greedy)."""
     out = peer.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
-                        do_sample=False, use_cache=True, pad_token_id=0)
+                        num_beams=beams, length_penalty=1.0, do_sample=False, use_cache=True, pad_token_id=0)
     if out.shape[1] != prompt.shape[1] + n:
-        raise RuntimeError(f"GPT-2 generated {out.shape[1] - prompt.shape[1]} of {n} tokens")
-    return out
-
-
-def ours_beam(model, prompt: list[int], n: int) -> list[int]:
-    params = SamplingParams(max_new_tokens=n, num_beams=SUMMARY_NUM_BEAMS, **GREEDY)
-    tokens = beam_search(model, prompt, params, stop_ids=set())
-    if len(tokens) != n:
-        raise RuntimeError(f"our beam search stopped after {len(tokens)} of {n} tokens")
-    return tokens
-
-
-def peer_beam(peer, prompt: torch.Tensor, n: int) -> torch.Tensor:
-    out = peer.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
-                        num_beams=SUMMARY_NUM_BEAMS, length_penalty=1.0, do_sample=False, use_cache=True,
-                        pad_token_id=0)
-    if out.shape[1] != prompt.shape[1] + n:
-        raise RuntimeError(f"GPT-2 beam search generated {out.shape[1] - prompt.shape[1]} of {n} tokens")
+        raise RuntimeError(f"GPT-2 with {beams} beam(s) generated {out.shape[1] - prompt.shape[1]} of {n} tokens")
     return out
 
 
@@ -80,10 +68,10 @@ def run(pipe, budget: Budget) -> list[dict]:
     prompt, n = prompt_and_length(cfg, budget.new_tokens)
     prompt_t = torch.tensor([prompt], device=device)
     with torch.inference_mode():
-        t = interleaved({"ours": lambda: ours_greedy(model, prompt, n),
-                         "peer": lambda: peer_greedy(peer, prompt_t, n)}, budget)
-        b = interleaved({"ours": lambda: ours_beam(model, prompt, n),
-                         "peer": lambda: peer_beam(peer, prompt_t, n)}, budget)
+        t = interleaved({"ours": lambda: ours_decode(model, prompt, n),
+                         "peer": lambda: peer_decode(peer, prompt_t, n)}, budget)
+        b = interleaved({"ours": lambda: ours_decode(model, prompt, n, SUMMARY_NUM_BEAMS),
+                         "peer": lambda: peer_decode(peer, prompt_t, n, SUMMARY_NUM_BEAMS)}, budget)
     note = f"d{cfg.d_model} L{cfg.n_layer} vocab {cfg.vocab_size}; peer attention {peer.config._attn_implementation}"
     return [row(f"generate {len(prompt)}+{n} tokens greedy vs HF GPT-2", n / median(t["ours"]), "tok/s",
                 peer=n / median(t["peer"]), target=("speedup", ">=", 1.5), note=f"{note}; {len(t['ours'])} rounds"),

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from fm_multi.bench.generation import ours_greedy, prompt_and_length
+from fm_multi.bench.generation import ours_decode, prompt_and_length
 from fm_multi.bench.inputs import speech_clips
 from fm_multi.bench.timing import Budget, interleaved, median, row
 from fm_multi.preprocess import SAMPLE_RATE, log_mel
@@ -46,7 +46,7 @@ def run_quantize(pipe, budget: Budget) -> list[dict]:
         return m.forward_classify(pixels)
 
     def greedy(m):
-        return torch.tensor(ours_greedy(m, prompt, n))
+        return torch.tensor(ours_decode(m, prompt, n))
 
     def ctc(m):
         return m.forward_transcribe(mel, lengths)[0]
