@@ -173,12 +173,12 @@ def beam_search(model, prompt: list[int], params: SamplingParams, stop_ids: set[
         return total / max(n, 1) ** params.length_penalty
 
     while True:
-        pool = []
+        pool, own_probs = [], logits.float().softmax(-1)
         for row, (total, reply) in enumerate(open_):
             tokens = [tok for tok, _ in reply]
             logp = adjust_logits(logits[row], params, tokens, follows).log_softmax(-1)
             top, ids = logp.topk(min(2 * params.num_beams, logp.numel()))
-            own = logits[row].float().softmax(-1)[ids]
+            own = own_probs[row, ids]
             pool += [(total + lp, reply + [(tok, p)], row)
                      for lp, tok, p in zip(top.tolist(), ids.tolist(), own.tolist())]
         pool.sort(key=lambda c: -c[0])
