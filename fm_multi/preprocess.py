@@ -106,6 +106,30 @@ def log_mel(audio: torch.Tensor) -> torch.Tensor:
     return (logmel + 4.0) / 4.0
 
 
+def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)       # the HTK scale, torchaudio's MelSpectrogram default
+
+
+@functools.lru_cache(maxsize=64)
+def _warp_weights(alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    top = float(_hz_to_mel(torch.tensor(SAMPLE_RATE / 2)))
+    centres = torch.linspace(0.0, top, N_MELS + 2)[1:-1]                    # each bin's centre, in mel
+    hz = 700.0 * (10.0 ** (centres / 2595.0) - 1.0)
+    source = (_hz_to_mel(hz / alpha) / (top / (N_MELS + 1)) - 1.0).clamp(0, N_MELS - 1)  # in bins
+    lo = source.floor().long()
+    return lo, (lo + 1).clamp(max=N_MELS - 1), (source - lo)[:, None]
+
+
+def warp_mel(logmel: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(N_MELS, T) log-mel -> the same clip as a voice whose spectrum is stretched by `alpha` along the
+    frequency axis (vocal tract length perturbation): bin i takes the value at f_i / alpha, read
+    between bins; alpha > 1 moves formants up, as a shorter vocal tract does. Tempo and length stay."""
+    if alpha == 1.0:
+        return logmel
+    lo, hi, w = _warp_weights(float(alpha))
+    return logmel[lo] * (1 - w) + logmel[hi] * w
+
+
 def pad_mels(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """List of (N_MELS, T_i) -> (B, N_MELS, T_max) padded with each clip's minimum, and lengths (B,)."""
     lengths = torch.tensor([m.size(1) for m in mels])

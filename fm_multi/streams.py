@@ -11,7 +11,8 @@ Augmentation (train split only): classification pictures get a random crop of 70
 area, a horizontal flip, sometimes a line-art look (flat fills, dark ink lines along their edges), and
 colour changes (brightness, contrast, saturation; sometimes flat posterised colours or grey); detection
 scenes sometimes the same line-art look and a horizontal flip (boxes mirrored with them); speech clips
-a speed change of 0.9-1.1x and up to two short silences (SpecAugment's time masks, on the waveform).
+a speed change of 0.9-1.1x, up to two short silences (SpecAugment's time masks, on the waveform) and a
+0.9-1.1x stretch of the log-mel's frequency axis (vocal tract length perturbation).
 The classify set has about 210 pictures per class in seven drawing styles, which a ViT from scratch
 memorises without augmentation; colour changes and line art push it towards shapes, which carry over
 to a style it never saw.
@@ -132,7 +133,9 @@ def augment_detect(item: tuple, rng: random.Random) -> tuple:
 
 def augment_speech(item: dict, rng: random.Random) -> dict:
     """{"audio": 16 kHz samples, ...} -> played 0.9-1.1x as fast (the pitch moves with the speed, as
-    from another voice), with 0-2 stretches of 0.1-0.25 s silenced; the transcript is unchanged."""
+    from another voice), with 0-2 stretches of 0.1-0.25 s silenced, and a "warp" of 0.9-1.1 for its
+    log-mel (preprocess.warp_mel, applied by transcribe.collate: formants move with no change of
+    tempo); the transcript is unchanged."""
     audio = np.asarray(item["audio"], dtype=np.float32)
     speed = rng.uniform(0.9, 1.1)
     n = max(1, round(len(audio) / speed))
@@ -141,7 +144,7 @@ def augment_speech(item: dict, rng: random.Random) -> dict:
         width = min(n, rng.randint(1600, 4000))
         start = rng.randint(0, n - width)
         audio[start:start + width] = 0.0
-    return {**item, "audio": audio}
+    return {**item, "audio": audio, "warp": rng.uniform(0.9, 1.1)}
 
 
 AUGMENT = {"classify": augment_classify, "detect": augment_detect, "transcribe": augment_speech}

@@ -248,6 +248,24 @@ def test_speech_augmentation_changes_speed_and_keeps_the_transcript():
     assert 0 < len(silenced) < 30                                          # masks, not always
     assert np.array_equal(streams.augment_speech(item, random.Random(3))["audio"], outs[3]["audio"])
     assert item["audio"] is audio and len(audio) == 32000                  # the input is untouched
+    warps = [o["warp"] for o in outs]
+    assert all(0.9 <= w <= 1.1 for w in warps) and len(set(warps)) == 30
+
+
+def test_vocal_tract_warp_moves_a_tone_along_the_mel_axis_and_collate_applies_it():
+    from fm_multi.preprocess import log_mel, warp_mel
+    from fm_multi.tasks import transcribe
+
+    t = torch.arange(16000) / 16000
+    mel = log_mel(torch.sin(2 * math.pi * 1000 * t))
+    peak = {a: int(warp_mel(mel, a).mean(1).argmax()) for a in (0.9, 1.0, 1.1)}
+    assert peak[0.9] < peak[1.0] < peak[1.1]                # formants up for alpha > 1, down below it
+    assert warp_mel(mel, 1.0) is mel and warp_mel(mel, 1.1).shape == mel.shape
+    assert warp_mel(mel, 0.95).min() >= mel.min() and warp_mel(mel, 0.95).max() <= mel.max()  # read between bins
+    clip = {"audio": torch.sin(2 * math.pi * 1000 * t).numpy(), "text": "a"}
+    plain, warped = transcribe.collate([clip]), transcribe.collate([{**clip, "warp": 1.1}])
+    assert torch.allclose(warped["mel"][0], warp_mel(plain["mel"][0], 1.1))
+    assert torch.equal(warped["targets"], plain["targets"])
 
 
 def test_rng_state_survives_a_weights_only_round_trip(tmp_path):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fm_multi.config import CTC_ALPHABET
-from fm_multi.preprocess import log_mel, pad_mels, to_mono_16k
+from fm_multi.preprocess import log_mel, pad_mels, to_mono_16k, warp_mel
 from fm_multi.speech_lm import END
 
 SYMBOL_ID = {s: i for i, s in enumerate(CTC_ALPHABET) if i > 0}
@@ -26,8 +26,10 @@ def encode_text(text: str) -> list[int]:
 
 
 def collate(examples: list[dict]) -> dict:
-    """[{"audio": 16 kHz mono samples, "text"}] -> log-mels (B, 80, T), lengths and CTC targets."""
-    mels, lengths = pad_mels([log_mel(to_mono_16k(e["audio"], 16_000)) for e in examples])
+    """[{"audio": 16 kHz mono samples, "text"}] -> log-mels (B, 80, T), lengths and CTC targets. An
+    example's "warp", set by training's augmentation, stretches its log-mel (preprocess.warp_mel)."""
+    mels, lengths = pad_mels([warp_mel(log_mel(to_mono_16k(e["audio"], 16_000)), e.get("warp", 1.0))
+                              for e in examples])
     targets = [torch.tensor(encode_text(e["text"]), dtype=torch.long) for e in examples]
     return {"mel": mels, "mel_lengths": lengths, "targets": torch.cat(targets),
             "target_lengths": torch.tensor([len(t) for t in targets], dtype=torch.long)}
