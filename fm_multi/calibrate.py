@@ -132,7 +132,7 @@ def classify_logits(model, data, indices, collate, batch_size: int) -> tuple[tor
     logits, labels = [], []
     for _, examples in evaluate._batches(data, indices, batch_size):
         batch = streams.to_device(collate(examples), device)
-        logits.append(classify_task.predict(model, batch["pixels"]).cpu())
+        logits.append(classify_task.predict(model, batch["pixels"], batch["centre"]).cpu())
         labels.append(batch["labels"].cpu())
     return torch.cat(logits), torch.cat(labels)
 

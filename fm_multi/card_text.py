@@ -232,7 +232,8 @@ def architecture_lines(model: dict) -> list[str]:
             "from the CLS token, dense per-patch detection (class + box), CTC over characters. Each detected box "
             "gets a second look: its crop goes through the classification head, and the box keeps the class both "
             "heads rate highest (the detection table's \"detector only\" row is without it). Both image heads "
-            "average each picture's answer with its mirror image's. " + speech_decoding(model.get("speech_lm")), "",
+            "average each picture's answer with its mirror image's; classification also with the middle 80% of "
+            "the picture and its mirror. " + speech_decoding(model.get("speech_lm")), "",
             *table(["setting", "value"], [[k, cfg[k]] for k in keys if k in cfg]),
             *table(["part", "parameters"], [[k, f"{v:,}"] for k, v in model["parameters"].items()])]
 

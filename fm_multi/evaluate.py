@@ -209,7 +209,7 @@ def eval_classify(model, data, indices, collate, batch_size: int, trained_styles
     hits = {}  # index -> (top-1 hit, top-5 hit)
     for chunk, examples in _batches(data, indices, batch_size):
         batch = streams.to_device(collate(examples), device)
-        logits = classify_task.predict(model, batch["pixels"])
+        logits = classify_task.predict(model, batch["pixels"], batch["centre"])
         top1 = metrics.top_k_correct(logits, batch["labels"], 1).tolist()
         top5 = metrics.top_k_correct(logits, batch["labels"], 5).tolist()
         hits.update({j: (a, b) for j, a, b in zip(chunk, top1, top5)})

@@ -242,8 +242,9 @@ class Pipeline:
     def classify(self, image, top_k: int = 5) -> list[tuple[str, float]]:
         start = time.perf_counter()
         img = self.load_image(image)
-        pixels = image_to_tensor(img, self.config.image_size)[None].to(self.device)
-        logits = classify_task.predict(self.model, pixels) / self.temperatures.get("classify", 1.0)
+        views = [image_to_tensor(v, self.config.image_size)[None].to(self.device)
+                 for v in (img, classify_task.centre_crop(img))]
+        logits = classify_task.predict(self.model, *views) / self.temperatures.get("classify", 1.0)
         result = classify_task.top_k(logits, self.labels["classify"], top_k)[0]
         self.last_latency_s = time.perf_counter() - start
         return result

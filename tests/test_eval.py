@@ -82,10 +82,10 @@ class Scripted(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # so eval can find a device
         self.outputs = list(outputs)
 
-    def forward_classify(self, pixels):  # a batch of pictures then their mirrors (tasks.classify.predict)
-        n = pixels.size(0) // 2
+    def forward_classify(self, pixels):  # pictures, centre views, then the mirrors of both (classify.predict)
+        n = pixels.size(0) // 4
         out, self.outputs = self.outputs[:n], self.outputs[n:]
-        return torch.stack(out + out)
+        return torch.stack(out * 4)
 
     def forward_transcribe(self, mel, mel_lengths):
         out, self.outputs = self.outputs[:mel.size(0)], self.outputs[mel.size(0):]

@@ -77,6 +77,27 @@ def test_classify_inference_averages_each_picture_with_its_mirror(model):
     assert not torch.allclose(plain, mirrored, atol=1e-3)  # while the head alone tells them apart
 
 
+def test_classify_inference_adds_the_centre_view_and_its_mirror(model):
+    import numpy as np
+
+    from fm_multi.preprocess import image_to_tensor
+
+    model.eval()
+    S = model.config.image_size
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 60, 3), dtype=np.uint8))
+    centre = classify.centre_crop(picture)
+    assert centre.size == (54, 80)  # 80% of the area, same aspect: sqrt(0.8) = 0.894 of each side
+    x, c = (image_to_tensor(im, S)[None] for im in (picture, centre))
+    with torch.no_grad():
+        logits = classify.predict(model, x, c)
+        views = [model.forward_classify(v) for v in (x, c, x.flip(-1), c.flip(-1))]
+    assert torch.allclose(logits, sum(views) / 4, atol=1e-5)
+    assert not torch.allclose(logits, classify.predict(model, x), atol=1e-4)
+    batch = classify.collate([(picture, 3), (picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 3)], S)
+    assert batch["centre"].shape == batch["pixels"].shape == (2, 3, S, S)
+    assert torch.allclose(batch["centre"][0], c[0]) and torch.allclose(batch["centre"][1], c[0].flip(-1), atol=1e-5)
+
+
 def test_causality(model):
     idx = torch.randint(0, model.config.vocab_size, (1, 12))
     changed = idx.clone()

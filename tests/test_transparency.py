@@ -151,7 +151,8 @@ def test_pipeline_applies_stored_temperatures(checkpoint, tmp_path):
     hot, cold = Pipeline.from_pretrained(checkpoint, device="cpu"), Pipeline.from_pretrained(folder, device="cpu")
     assert cold.temperatures == {"classify": 3.0, "detect": 2.0}
     img = _picture()
-    logits = classify_task.predict(hot.model, image_to_tensor(img, hot.config.image_size)[None]).detach()
+    views = [image_to_tensor(v, hot.config.image_size)[None] for v in (img, classify_task.centre_crop(img))]
+    logits = classify_task.predict(hot.model, *views).detach()
     expected = (logits / 3.0).softmax(-1).max().item()
     assert cold.classify(img, 1)[0][1] == pytest.approx(expected, abs=1e-5)
     assert cold.is_unsure([("x", 0.2)]) and not cold.is_unsure([("x", 0.31)])

@@ -3,14 +3,29 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from fm_multi.preprocess import image_to_tensor
 
+# The centre view's share of the picture's area. Training crops 70-100% (streams.augment_classify).
+# Chosen on the val set: with the picture and the mirror images, centre views of 90%, 80% and 70%
+# gave 47.1%, 47.8% and 47.6% top-1 on the held-out style (both views together; 45.6% without).
+CENTRE_SHARE = 0.8
+
+
+def centre_crop(image: Image.Image, share: float = CENTRE_SHARE) -> Image.Image:
+    """The middle `share` of a picture's area, in its own aspect ratio."""
+    w, h = image.size
+    k = (1 - share ** 0.5) / 2
+    return image.crop((w * k, h * k, w * (1 - k), h * (1 - k)))
+
 
 def collate(examples: list[tuple], image_size: int) -> dict:
-    """[(PIL image, class index)] -> pixels (B, 3, S, S), labels (B,)."""
+    """[(PIL image, class index)] -> pixels (B, 3, S, S), their centre views (B, 3, S, S; see predict)
+    and labels (B,)."""
     pixels = torch.stack([image_to_tensor(img, image_size) for img, _ in examples])
-    return {"pixels": pixels, "labels": torch.tensor([y for _, y in examples], dtype=torch.long)}
+    centre = torch.stack([image_to_tensor(centre_crop(img), image_size) for img, _ in examples])
+    return {"pixels": pixels, "centre": centre, "labels": torch.tensor([y for _, y in examples], dtype=torch.long)}
 
 
 def loss(model, batch) -> tuple[torch.Tensor, dict]:
@@ -20,12 +35,15 @@ def loss(model, batch) -> tuple[torch.Tensor, dict]:
     return loss, {"loss": loss.detach(), "acc": acc}
 
 
-def predict(model, pixels: torch.Tensor) -> torch.Tensor:
-    """pixels (B, 3, S, S) -> inference logits (B, C): the mean of the logits of each picture and of its
-    mirror image, in one batch. Training flips half its pictures (streams.augment_classify), so both
-    views show the same class; the second view is worth most of a point of top-1 at twice the compute."""
-    both = model.forward_classify(torch.cat([pixels, pixels.flip(-1)])).float()
-    return both.view(2, pixels.size(0), -1).mean(0)
+def predict(model, pixels: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
+    """pixels (B, 3, S, S) and, optionally, their centre views (B, 3, S, S; centre_crop of each source
+    picture) -> inference logits (B, C): the mean of the logits of every view and of its mirror image,
+    in one batch. Training crops and flips its pictures (streams.augment_classify), so all views show
+    the same class. On the val set the mirror view added 2.0 points of top-1 on the held-out style
+    (43.6% -> 45.6%) and the centre view 2.1 more (47.8%; trained styles 95.9% -> 96.9%)."""
+    views = pixels if centre is None else torch.cat([pixels, centre])
+    logits = model.forward_classify(torch.cat([views, views.flip(-1)])).float()
+    return logits.view(-1, pixels.size(0), logits.size(-1)).mean(0)
 
 
 def top_k(logits: torch.Tensor, labels: list[str], k: int = 5) -> list[list[tuple[str, float]]]:

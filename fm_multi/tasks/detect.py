@@ -130,7 +130,9 @@ def predict(model, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def crop_classifier(model, labels: dict, temperature: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The classification head as detection's second look (crops -> class probabilities, logits divided
-    by `temperature`), or None when the two heads name different classes."""
+    by `temperature`), or None when the two heads name different classes. Each crop is seen with its
+    mirror image but without classify()'s centre view: crops already sit close around their object, and
+    on 500 val scenes that view left mAP@0.5 where it was (0.4719 -> 0.4725) for twice the crops' compute."""
     if labels["classify"] != labels["detect"]:
         return None
     device = next(model.parameters()).device
