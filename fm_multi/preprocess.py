@@ -126,7 +126,7 @@ def warp_mel(logmel: torch.Tensor, alpha: float) -> torch.Tensor:
     between bins; alpha > 1 moves formants up, as a shorter vocal tract does. Tempo and length stay."""
     if alpha == 1.0:
         return logmel
-    lo, hi, w = _warp_weights(float(alpha))
+    lo, hi, w = (t.to(logmel.device) for t in _warp_weights(float(alpha)))
     return logmel[lo] * (1 - w) + logmel[hi] * w
 
 
