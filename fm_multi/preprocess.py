@@ -110,7 +110,6 @@ def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
     return 2595.0 * torch.log10(1.0 + hz / 700.0)       # the HTK scale, torchaudio's MelSpectrogram default
 
 
-@functools.lru_cache(maxsize=64)
 def _warp_weights(alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     top = float(_hz_to_mel(torch.tensor(SAMPLE_RATE / 2)))
     centres = torch.linspace(0.0, top, N_MELS + 2)[1:-1]                    # each bin's centre, in mel
