@@ -172,7 +172,8 @@ def measure(model, codec, data_dir, limit: int | dict | None, batch_size: int, l
     results = {}
     for task in ("classify", "detect"):
         data = streams.dataset(task, data_dir, "val")
-        idx, collate = evaluate._indices(data, limit, task), streams.collate_fn(task, codec, model.config)
+        idx = evaluate._indices(data, limit, task)
+        collate = streams.collate_fn(task, codec, model.config, inference=True)
         if task == "classify":
             logits, targets = classify_logits(model, data, idx, collate, batch_size)
             results[task] = _summary("multi", logits, targets, fit_temperature(logits, targets))

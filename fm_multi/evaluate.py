@@ -323,7 +323,7 @@ def evaluate(checkpoint, data_dir, tasks=TASK_NAMES, limit: int | None = None, b
 
     pipe = Pipeline.from_pretrained(checkpoint, device=device or distributed.pick_device())
     pipe.model.eval()
-    collates = {t: streams.collate_fn(t, pipe.codec, pipe.config) for t in TASK_NAMES}
+    collates = {t: streams.collate_fn(t, pipe.codec, pipe.config, inference=True) for t in TASK_NAMES}
     results = {}
     for task in tasks:
         data = streams.dataset(task, data_dir, "val")

@@ -122,7 +122,7 @@ def curves(task: str, model, codec, data_dir, limit: int | dict | None, batch_si
     """
     data = streams.dataset(task, data_dir, "val")
     indices = evaluate._indices(data, limit, task)
-    collate = streams.collate_fn(task, codec, model.config)
+    collate = streams.collate_fn(task, codec, model.config, inference=True)
     table = AUDIO_CORRUPTIONS if task == "transcribe" else IMAGE_CORRUPTIONS
     metric, out = METRIC[task], {}
     for corruption, severities in table.items():

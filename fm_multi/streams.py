@@ -49,12 +49,13 @@ def dataset(task: str, root, split: str):
     return classes[task](root, split)
 
 
-def collate_fn(task: str, codec: TextCodec, config: ModelConfig) -> Callable:
-    """examples -> one model batch, with the sizes this model takes."""
+def collate_fn(task: str, codec: TextCodec, config: ModelConfig, inference: bool = False) -> Callable:
+    """examples -> one model batch, with the sizes this model takes. `inference` adds what only served
+    predictions read (classification's centre views), which training has no use for."""
     if task in ("chat", "summarize"):
         return functools.partial(TASK_MODULES[task].collate, codec=codec, max_len=config.max_seq_len)
     if task == "classify":
-        return functools.partial(classify.collate, image_size=config.image_size)
+        return functools.partial(classify.collate, image_size=config.image_size, centre=inference)
     if task == "detect":
         return functools.partial(detect.collate, image_size=config.detect_image_size)
     return transcribe.collate

@@ -100,7 +100,7 @@ def test_classification_accuracy_splits_trained_and_unseen_styles(data):
     C = len(CLASSES)
     outputs = [torch.nn.functional.one_hot(torch.tensor(y if val.styles[i] == "plain" else (y + 1) % C), C).float()
                for i, (_, y) in zip(idx, val.samples)]
-    collate = streams.collate_fn("classify", None, preset("tiny", n_classify=C, n_detect=C))
+    collate = streams.collate_fn("classify", None, preset("tiny", n_classify=C, n_detect=C), inference=True)
     res = evaluate.eval_classify(Scripted(outputs), val, idx, collate, 5, trained_styles={"plain"})
     assert res["trained_styles"]["top1"] == 1.0 and res["heldout_styles"]["top1"] == 0.0
     assert res["all"]["top1"] == pytest.approx(0.5) and res["all"]["n"] == len(val)

@@ -93,7 +93,9 @@ def test_classify_inference_adds_the_centre_view_and_its_mirror(model):
         views = [model.forward_classify(v) for v in (x, c, x.flip(-1), c.flip(-1))]
     assert torch.allclose(logits, sum(views) / 4, atol=1e-5)
     assert not torch.allclose(logits, classify.predict(model, x), atol=1e-4)
-    batch = classify.collate([(picture, 3), (picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 3)], S)
+    pictures = [(picture, 3), (picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 3)]
+    assert "centre" not in classify.collate(pictures, S)                   # training does not read it
+    batch = classify.collate(pictures, S, centre=True)
     assert batch["centre"].shape == batch["pixels"].shape == (2, 3, S, S)
     assert torch.allclose(batch["centre"][0], c[0]) and torch.allclose(batch["centre"][1], c[0].flip(-1), atol=1e-5)
 

@@ -20,12 +20,14 @@ def centre_crop(image: Image.Image, share: float = CENTRE_SHARE) -> Image.Image:
     return image.crop((w * k, h * k, w * (1 - k), h * (1 - k)))
 
 
-def collate(examples: list[tuple], image_size: int) -> dict:
-    """[(PIL image, class index)] -> pixels (B, 3, S, S), their centre views (B, 3, S, S; see predict)
-    and labels (B,)."""
-    pixels = torch.stack([image_to_tensor(img, image_size) for img, _ in examples])
-    centre = torch.stack([image_to_tensor(centre_crop(img), image_size) for img, _ in examples])
-    return {"pixels": pixels, "centre": centre, "labels": torch.tensor([y for _, y in examples], dtype=torch.long)}
+def collate(examples: list[tuple], image_size: int, centre: bool = False) -> dict:
+    """[(PIL image, class index)] -> pixels (B, 3, S, S), labels (B,) and, with `centre` (inference, not
+    training), the pictures' centre views (B, 3, S, S; see predict)."""
+    batch = {"pixels": torch.stack([image_to_tensor(img, image_size) for img, _ in examples]),
+             "labels": torch.tensor([y for _, y in examples], dtype=torch.long)}
+    if centre:
+        batch["centre"] = torch.stack([image_to_tensor(centre_crop(img), image_size) for img, _ in examples])
+    return batch
 
 
 def loss(model, batch) -> tuple[torch.Tensor, dict]:
