@@ -313,6 +313,13 @@ def test_detection_second_look_takes_the_class_both_heads_rate_highest():
     assert dets[1]["box"] == [2.0, 0.0, 52.0, 50.0]
     # the last box scores sqrt(0.35 * 0.2) = 0.26 < 0.3 after its second look and is dropped
     assert detect.decode_with_crops(out, 0, image, ["a", "b", "c"], classify, 16, threshold=0.95) == []
+    # below the slider's default, the first box's runner-up, "a" at sqrt(0.6 * 0.1) = 0.245, is listed too,
+    # on the same box; with one class per box its "b" was suppressed and it was gone
+    one = detect.decode_with_crops(out, 0, image, ["a", "b", "c"], classify, 16, threshold=0.2, classes_per_box=1)
+    two = detect.decode_with_crops(out, 0, image, ["a", "b", "c"], classify, 16, threshold=0.2, classes_per_box=2)
+    named = lambda dets: [(d["label"], d["box"]) for d in dets]
+    assert named(two) == named(one) + [("a", [0.0, 0.0, 50.0, 50.0])]
+    assert two[-1]["score"] == pytest.approx((0.6 * 0.1) ** 0.5, abs=1e-3)
 
 
 def test_detection_crops_widen_boxes_within_the_picture():
