@@ -245,7 +245,9 @@ def test_each_task_overfits_one_batch_through_the_shared_backbone(model, tok):
     }
     backbone_before = [p.detach().clone() for p in model.backbone.parameters()]
     for task, (loss_fn, batch) in batches.items():
-        first, last = _overfit(model, loss_fn, batch)
+        # detection's loss halves in about 60 steps, close enough to that count that the CPU's thread count
+        # (the order of float sums) decided the outcome: 100 steps leave a clear margin
+        first, last = _overfit(model, loss_fn, batch, steps=100 if task == "detect" else 60)
         assert last < 0.5 * first, f"{task}: loss {first:.3f} -> {last:.3f}"
     assert any(not torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters()))
 
