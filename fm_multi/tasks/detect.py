@@ -160,9 +160,9 @@ def decode_with_crops(out: dict, index: int, image: Image.Image, labels: list[st
     `iou` unused. Each class c of a box scores sqrt(p_detector(c) x p_classifier(c)); the box is listed
     under its `classes_per_box` best classes, and the boxes are suppressed again per class. The
     candidates do not depend on `threshold` above CANDIDATE_SCORE, so a higher threshold only removes
-    boxes, as a slider should. IoU 0.4 rather
-    than decode's 0.5: on 200 val scenes it gave mAP@0.5 0.300 against 0.291 (0.5) and 0.290 (0.3),
-    with 15% fewer boxes, as partial boxes of one object now agree on its class.
+    boxes, as a slider should. IoU 0.4 rather than decode's 0.5: on 200 val scenes it gave mAP@0.5 0.300
+    against 0.291 (0.5) and 0.290 (0.3), with 15% fewer boxes, as partial boxes of one object now agree
+    on its class.
     """
     if classify is None:
         return decode(out, index, image.size[0], image.size[1], labels, threshold, with_patch=with_patch)
