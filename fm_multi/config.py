@@ -110,6 +110,9 @@ class TrainConfig:
         chat=2.0, summarize=2.0, classify=2.0, detect=3.0, transcribe=3.0))
     loss_weights: dict = field(default_factory=lambda: _per_task(
         chat=1.0, summarize=1.0, classify=1.0, detect=1.0, transcribe=1.0))
+    # Speech augmentation: each training clip's log-mel frequency axis is stretched by a factor drawn
+    # from 1 +- mel_warp (streams.augment_speech); 0 turns the stretch off.
+    mel_warp: float = 0.1
     task_schedule: str = "round_robin"   # "round_robin" (weighted, smooth) or "sample" (i.i.d. draws)
     grad_accum: int = 1
     lr: float = 1e-3
@@ -155,6 +158,8 @@ class TrainConfig:
         if self.lr_schedule not in ("cosine", "wsd") or not 0 < self.decay_ratio <= 1:
             raise ValueError(f"lr_schedule must be 'cosine' or 'wsd' (got {self.lr_schedule!r}) and decay_ratio "
                              f"in (0, 1] (got {self.decay_ratio})")
+        if not 0 <= self.mel_warp < 0.5:
+            raise ValueError(f"mel_warp must be in [0, 0.5), got {self.mel_warp}")
         if self.task_schedule not in ("round_robin", "sample"):
             raise ValueError(f"task_schedule must be 'round_robin' or 'sample', got {self.task_schedule!r}")
         if sum(self.task_weights.values()) <= 0 or min(self.task_weights.values()) < 0:

@@ -132,11 +132,11 @@ def augment_detect(item: tuple, rng: random.Random) -> tuple:
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), {**target, "boxes": boxes}
 
 
-def augment_speech(item: dict, rng: random.Random) -> dict:
+def augment_speech(item: dict, rng: random.Random, mel_warp: float = 0.1) -> dict:
     """{"audio": 16 kHz samples, ...} -> played 0.9-1.1x as fast (the pitch moves with the speed, as
-    from another voice), with 0-2 stretches of 0.1-0.25 s silenced, and a "warp" of 0.9-1.1 for its
-    log-mel (preprocess.warp_mel, applied by transcribe.collate: formants move with no change of
-    tempo); the transcript is unchanged."""
+    from another voice), with 0-2 stretches of 0.1-0.25 s silenced, and a "warp" of 1 +- mel_warp for
+    its log-mel (preprocess.warp_mel, applied by transcribe.collate: formants move with no change of
+    tempo; mel_warp=0 leaves the log-mel as it is); the transcript is unchanged."""
     audio = np.asarray(item["audio"], dtype=np.float32)
     speed = rng.uniform(0.9, 1.1)
     n = max(1, round(len(audio) / speed))
@@ -145,7 +145,7 @@ def augment_speech(item: dict, rng: random.Random) -> dict:
         width = min(n, rng.randint(1600, 4000))
         start = rng.randint(0, n - width)
         audio[start:start + width] = 0.0
-    return {**item, "audio": audio, "warp": rng.uniform(0.9, 1.1)}
+    return {**item, "audio": audio, "warp": rng.uniform(1 - mel_warp, 1 + mel_warp)}
 
 
 AUGMENT = {"classify": augment_classify, "detect": augment_detect, "transcribe": augment_speech}
@@ -200,10 +200,13 @@ class BatchOrder(Sampler):
 
 
 def train_stream(task: str, data, collate: Callable, batch_size: int, seed: int, start: int,
-                 rank: int, world_size: int, num_workers: int, pin_memory: bool = False) -> Iterator[dict]:
-    """An endless iterator of collated (augmented) batches of `task`, from batch number `start`."""
+                 rank: int, world_size: int, num_workers: int, pin_memory: bool = False,
+                 mel_warp: float = 0.1) -> Iterator[dict]:
+    """An endless iterator of collated (augmented) batches of `task`, from batch number `start`;
+    mel_warp goes to augment_speech."""
     order = BatchOrder(len(data), batch_size, seed, rank, world_size, start)
-    loader = DataLoader(Seeded(data, AUGMENT.get(task)), batch_sampler=order, collate_fn=collate, num_workers=num_workers,
+    augment = functools.partial(augment_speech, mel_warp=mel_warp) if task == "transcribe" else AUGMENT.get(task)
+    loader = DataLoader(Seeded(data, augment), batch_sampler=order, collate_fn=collate, num_workers=num_workers,
                         persistent_workers=num_workers > 0, pin_memory=pin_memory,
                         # A private generator: creating the loader must not draw from torch's
                         # global RNG, or a resumed run would diverge from an uninterrupted one.

@@ -252,6 +252,27 @@ def test_speech_augmentation_changes_speed_and_keeps_the_transcript():
     assert all(0.9 <= w <= 1.1 for w in warps) and len(set(warps)) == 30
 
 
+def test_mel_warp_sets_the_stretch_range_and_zero_turns_it_off():
+    import random
+
+    import numpy as np
+
+    item = {"audio": np.linspace(-1, 1, 16000, dtype=np.float32), "text": "one"}
+    for seed in range(10):
+        on, off = (streams.augment_speech(item, random.Random(seed), mel_warp=w) for w in (0.1, 0.0))
+        assert off["warp"] == 1.0 and np.array_equal(on["audio"], off["audio"])   # the rest is unchanged
+    wide = [streams.augment_speech(item, random.Random(s), mel_warp=0.2)["warp"] for s in range(40)]
+    assert 0.8 <= min(wide) < 0.9 and 1.1 < max(wide) <= 1.2
+    # The training config's knob reaches the speech stream, and only values in [0, 0.5) are taken.
+    data = [item] * 8
+    warps = {w: next(streams.train_stream("transcribe", data, lambda b: [e["warp"] for e in b], 4, 0, 0, 0, 1, 0,
+                                          mel_warp=w)) for w in (0.0, 0.1)}
+    assert warps[0.0] == [1.0] * 4 and all(0.9 <= w <= 1.1 and w != 1.0 for w in warps[0.1])
+    assert TrainConfig(mel_warp=0).mel_warp == 0
+    with pytest.raises(ValueError, match="mel_warp"):
+        TrainConfig(mel_warp=0.5)
+
+
 def test_vocal_tract_warp_moves_a_tone_along_the_mel_axis_and_collate_applies_it():
     from fm_multi.preprocess import log_mel, warp_mel
     from fm_multi.tasks import transcribe
