@@ -36,12 +36,15 @@ def info(args) -> int:
 
 def export(args) -> int:
     """Write a checkpoint's weights in --dtype (bf16 halves the size) to --out, with its tokenizer, labels
-    and the rest of its config.json (training notes, calibration)."""
+    and the rest of its config.json (training notes, calibration); --average-with first averages them
+    with another checkpoint's (see average_weights)."""
     import torch
 
     from fm_multi.checkpoint import SPEECH_LM, load_checkpoint, save_checkpoint
 
     model, tokenizer, labels, folder = load_checkpoint(args.checkpoint)
+    if args.average_with:
+        average_weights(model, tokenizer, labels, args.average_with, args.weight)
     meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     meta = {k: v for k, v in meta.items() if k not in ("format_version", "model_config")}
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[args.dtype]
@@ -52,6 +55,25 @@ def export(args) -> int:
     print(f"wrote {out}: model.safetensors {size:.1f} MB ({args.dtype}); its README.md is a placeholder "
           f"until `fm-multi card --checkpoint {out} --data DIR` measures it")
     return 0
+
+
+def average_weights(model, tokenizer, labels: dict, other: str, weight: float) -> None:
+    """model's weights <- (1 - weight) x its own + weight x those of checkpoint `other`, which must have
+    the same config, tokenizer and labels: e.g. a run fine-tuned from a checkpoint, averaged with it."""
+    import torch
+
+    from fm_multi.checkpoint import load_checkpoint
+
+    if not 0 <= weight <= 1:
+        raise ValueError(f"--weight must be in [0, 1], got {weight}")
+    theirs, their_tokenizer, their_labels, folder = load_checkpoint(other)
+    if theirs.config != model.config or their_labels != labels or their_tokenizer.to_str() != tokenizer.to_str():
+        raise ValueError(f"{folder} has another config, tokenizer or labels: only checkpoints of one model "
+                         "can be averaged")
+    with torch.no_grad():  # parameters() lists a tied tensor once
+        for mine, their in zip([*model.parameters(), *model.buffers()], [*theirs.parameters(), *theirs.buffers()]):
+            if mine.is_floating_point():
+                mine.mul_(1 - weight).add_(their, alpha=weight)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write (files of the same names are replaced)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16",
                    help="weight type on disk (default: bf16, half the size; loading casts back to fp32)")
+    p.add_argument("--average-with", default=None, metavar="CHECKPOINT",
+                   help="average the weights with this checkpoint's (same config, tokenizer and labels), e.g. the "
+                        "one a run started from")
+    p.add_argument("--weight", type=float, default=0.5,
+                   help="the --average-with checkpoint's share of the average (default: 0.5)")
     p.set_defaults(func=export)
     add_data(sub)
     add_train(sub)

@@ -68,6 +68,27 @@ def test_export_cli_writes_bf16_and_keeps_the_config_notes(ckpt, tmp_path, capsy
     assert cli_main(["export", "--checkpoint", str(tmp_path / "nothing"), "--out", str(out)]) == 2
 
 
+def test_export_averages_the_weights_of_two_checkpoints_of_one_model(tmp_path, capsys):
+    a, b = make_checkpoint(tmp_path / "a", seed=0), make_checkpoint(tmp_path / "b", seed=1)
+    out = tmp_path / "avg"
+    assert cli_main(["export", "--checkpoint", str(a), "--average-with", str(b), "--weight", "0.25",
+                     "--dtype", "fp32", "--out", str(out)]) == 0
+    mine, theirs, avg = (dict(load_checkpoint(f)[0].named_parameters()) for f in (a, b, out))
+    assert any(not torch.equal(p, theirs[name]) for name, p in mine.items())       # two different models
+    for name, p in avg.items():
+        torch.testing.assert_close(p, 0.75 * mine[name] + 0.25 * theirs[name], rtol=0, atol=1e-6)
+    # Another model's labels, or a weight outside [0, 1], are refused with the reason.
+    save_checkpoint(tmp_path / "other", make_model(make_tokenizer()), make_tokenizer(),
+                    {"classify": CLASSES[::-1], "detect": CLASSES[::-1]})
+    capsys.readouterr()
+    assert cli_main(["export", "--checkpoint", str(a), "--average-with", str(tmp_path / "other"),
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert "only checkpoints of one model can be averaged" in capsys.readouterr().err
+    assert cli_main(["export", "--checkpoint", str(a), "--average-with", str(b), "--weight", "1.5",
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert "--weight must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("name,damage", [
     ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])),
     ("model.safetensors", lambda p: p.write_bytes(b"\x00" * 64)),
