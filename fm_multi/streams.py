@@ -148,7 +148,7 @@ def augment_speech(item: dict, rng: random.Random, mel_warp: float = 0.1) -> dic
     return {**item, "audio": audio, "warp": rng.uniform(1 - mel_warp, 1 + mel_warp)}
 
 
-AUGMENT = {"classify": augment_classify, "detect": augment_detect, "transcribe": augment_speech}
+AUGMENT = {"classify": augment_classify, "detect": augment_detect}   # speech's takes mel_warp: see train_stream
 
 
 class Seeded(Dataset):
@@ -200,8 +200,8 @@ class BatchOrder(Sampler):
 
 
 def train_stream(task: str, data, collate: Callable, batch_size: int, seed: int, start: int,
-                 rank: int, world_size: int, num_workers: int, pin_memory: bool = False,
-                 mel_warp: float = 0.1) -> Iterator[dict]:
+                 rank: int, world_size: int, num_workers: int, pin_memory: bool = False, *,
+                 mel_warp: float) -> Iterator[dict]:
     """An endless iterator of collated (augmented) batches of `task`, from batch number `start`;
     mel_warp goes to augment_speech."""
     order = BatchOrder(len(data), batch_size, seed, rank, world_size, start)

@@ -373,7 +373,7 @@ class Trainer:
             t: streams.train_stream(t, streams.dataset(t, self.spec.data, "train"), self.collates[t],
                                     cfg.batch_size[t], cfg.seed, self.positions[t], self.ctx.rank,
                                     self.ctx.world_size, cfg.num_workers, self.device.type == "cuda",
-                                    cfg.mel_warp)
+                                    mel_warp=cfg.mel_warp)
             for t in TASK_NAMES if cfg.task_weights[t] > 0}
         self.val_batches = validation_batches(self.spec.data, self.collates, cfg.batch_size, cfg.eval_batches,
                                               self.ctx)
