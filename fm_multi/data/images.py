@@ -1,9 +1,10 @@
 """Emoji and stamp cut-outs, backgrounds, and compositing, shared by classification and detection.
 
-Each class has up to eight looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
-Tux Paint stamps (cut-outs of real photos), Twemoji, EmojiOne, Fluent Emoji (flat) and Noto Emoji v1
-(vector art, when `fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of
-training, to measure how the model does on an art style it never saw). A cut-out is an RGBA image cropped to
+Each class has up to twelve looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
+Tux Paint stamps (cut-outs of real photos), Twemoji, EmojiOne, Fluent Emoji (flat and 3D), Noto Emoji v1,
+Firefox OS Emoji, Streamline Emojis and EmojiOne Monotone (vector art, when `fm-multi data deps` has
+fetched their npm packages) and OpenMoji (held out of training, to measure how the model does on an art
+style it never saw). A cut-out is an RGBA image cropped to
 its alpha; pasting it onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so
 whose box, is known exactly. Everything random takes a numpy Generator so a build is reproducible,
 and all pixel work is whole-array numpy or PIL, never a Python loop over pixels.
@@ -20,7 +21,9 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from fm_multi.data import deps, labels
 
-VECTOR_STYLES = ("twemoji", "emojione", "fluent", "notov1")  # SVG packages from npm (deps.NPM_PACKAGES), optional
+VECTOR_STYLES = ("twemoji", "emojione", "fluent", "notov1",  # SVG packages from npm (deps.NPM_PACKAGES), optional
+                 "fxemoji", "fluent3d", "streamline", "monotone")
+INK_STYLES = ("symbola", "monotone")  # black-only glyphs, drawn as ink on a paper cut-out (`_sticker`)
 HELDOUT_STYLE = "openmoji"
 # Where each style comes from, under which licence and credit; the dataset cards quote these.
 STYLE_SOURCES = {
@@ -31,6 +34,10 @@ STYLE_SOURCES = {
     "emojione": 'EmojiOne 2.3 (CC BY 4.0, credit "Emoji One")',
     "fluent": "Fluent Emoji, flat (MIT, Microsoft Corporation)",
     "notov1": "Noto Emoji v1, the 2016 design (Apache-2.0, Google)",
+    "fxemoji": "Firefox OS Emoji (Apache-2.0, Mozilla)",
+    "fluent3d": "Fluent Emoji, 3D (MIT, Microsoft Corporation)",
+    "streamline": 'Streamline Emojis (CC BY 4.0, credit "Streamline, webalys")',
+    "monotone": 'EmojiOne Monotone (CC BY 4.0, credit "Emoji One")',
     "openmoji": 'OpenMoji (CC BY-SA 4.0: pictures using it are shared alike, credit "OpenMoji, the '
                 'open-source emoji and icon project")',
 }
@@ -76,15 +83,15 @@ def render_glyph(style: str, char: str) -> Image.Image | None:
     if box is None or im.tobytes() == _missing_glyph(style):
         return None
     im = im.crop(box)
-    return _sticker(im) if style == "symbola" else im
+    return _sticker(im) if style in INK_STYLES else im
 
 
 def vector_svg(style: str, name: str, char: str) -> str | None:
     """The SVG source of class `name` (emoji `char`) in a vector style, or None if it lacks one.
 
     Twemoji names its files by code point ("1f436.svg", sequences joined by "-", without the
-    U+FE0F variation selector); the Iconify sets (EmojiOne, Fluent, Noto v1) key their icons by the
-    hyphenated CLDR name ("alarm-clock"), some through an alias.
+    U+FE0F variation selector); the Iconify sets key their icons by the hyphenated CLDR name
+    ("alarm-clock"), some through an alias, and Firefox OS Emoji by the name run together ("alarmclock").
     """
     folder = deps.npm_package_dir(style)
     if folder is None:
@@ -94,8 +101,8 @@ def vector_svg(style: str, name: str, char: str) -> str | None:
         return path.read_text(encoding="utf-8") if path.exists() else None
     icons = _iconify_set(str(folder / "icons.json"))
     key = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    key = icons.get("aliases", {}).get(key, {}).get("parent", key)
-    icon = icons["icons"].get(key)
+    keys = [icons.get("aliases", {}).get(k, {}).get("parent", k) for k in (key, key.replace("-", ""))]
+    icon = next((icons["icons"][k] for k in keys if k in icons["icons"]), None)
     if icon is None:
         return None
     w, h = icon.get("width", icons.get("width", 16)), icon.get("height", icons.get("height", 16))
@@ -108,22 +115,28 @@ def _iconify_set(path: str) -> dict:
 
 
 def render_vector(style: str, name: str, char: str) -> Image.Image | None:
-    """A vector style's picture of `name` as an RGBA cut-out at most VECTOR_SIZE px wide, or None."""
+    """A vector style's picture of `name` as an RGBA cut-out at most VECTOR_SIZE px wide, or None if the
+    style lacks it or cairo cannot draw it (cairo runs out of memory on a few SVG filters)."""
     import cairosvg
 
     svg = vector_svg(style, name, char)
     if svg is None:
         return None
-    png = cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=VECTOR_SIZE)
+    try:
+        png = cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=VECTOR_SIZE)
+    except MemoryError:
+        return None
     im = Image.open(io.BytesIO(png)).convert("RGBA")
     box = im.getchannel("A").point(lambda a: 255 if a >= ALPHA_CUT else 0).getbbox()
-    return im.crop(box) if box else None
+    if box is None:
+        return None
+    return _sticker(im.crop(box)) if style in INK_STYLES else im.crop(box)
 
 
 def _sticker(im: Image.Image) -> Image.Image:
     """Turn an outline glyph into an ink drawing on an opaque paper cut-out.
 
-    Symbola draws black lines on transparency, which vanish on dark photos. Filling the enclosed
+    Symbola and EmojiOne Monotone draw black lines on transparency, which vanish on dark photos. Filling the enclosed
     area makes a silhouette; the red channel keeps the ink level (0 ink .. 255 paper) so that
     `_colour_sticker` can pick ink and paper colours per sample.
     """
@@ -168,9 +181,13 @@ def cutout(style: str, name: str, stamps: dict[str, list[str]], variant: int = 0
 
 
 @functools.cache
+def _vector_cutout(style: str, name: str) -> Image.Image | None:
+    return render_vector(style, name, _emoji_table()[name].char)
+
+
+@functools.cache
 def _cached_glyph(style: str, name: str) -> Image.Image:
-    char = _emoji_table()[name].char
-    im = render_vector(style, name, char) if style in VECTOR_STYLES else render_glyph(style, char)
+    im = _vector_cutout(style, name) if style in VECTOR_STYLES else render_glyph(style, _emoji_table()[name].char)
     if im is None:
         raise ValueError(f"font style {style!r} has no glyph for {name!r}")
     return im
@@ -195,9 +212,8 @@ def style_sources(styles: list[str]) -> str:
 
 @functools.cache
 def _vector_styles(name: str) -> list[str]:
-    """The vector styles that have class `name`; looked up once per class, not per drawn object."""
-    char = _emoji_table()[name].char
-    return [s for s in VECTOR_STYLES if vector_svg(s, name, char) is not None]
+    """The vector styles that draw class `name`; looked up once per class, not per drawn object."""
+    return [s for s in VECTOR_STYLES if _vector_cutout(s, name) is not None]
 
 
 def train_styles(name: str, stamps: dict[str, list[str]]) -> list[str]:
@@ -215,7 +231,7 @@ def select_classes(candidates: list[str]) -> tuple[list[str], dict[str, list[str
 
 def augment_cutout(im: Image.Image, rng: np.random.Generator, size: float, style: str) -> Image.Image:
     """Colour, flip, scale (longest side = `size` px) and rotate a cut-out; returns a tight RGBA."""
-    if style == "symbola":
+    if style in INK_STYLES:
         im = _colour_sticker(im, rng)
     alpha = im.getchannel("A")
     rgb = im.convert("RGB")
