@@ -136,9 +136,9 @@ def render_vector(style: str, name: str, char: str) -> Image.Image | None:
 def _sticker(im: Image.Image) -> Image.Image:
     """Turn an outline glyph into an ink drawing on an opaque paper cut-out.
 
-    Symbola and EmojiOne Monotone draw black lines on transparency, which vanish on dark photos. Filling the enclosed
-    area makes a silhouette; the red channel keeps the ink level (0 ink .. 255 paper) so that
-    `_colour_sticker` can pick ink and paper colours per sample.
+    Symbola and EmojiOne Monotone draw black lines on transparency, which vanish on dark photos.
+    Filling the enclosed area makes a silhouette; the red channel keeps the ink level (0 ink .. 255 paper)
+    so that `_colour_sticker` can pick ink and paper colours per sample.
     """
     from scipy import ndimage
     ink = np.asarray(im.getchannel("A"))
