@@ -84,8 +84,7 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request
     import numpy as np
 
     from fm_multi.data import deps
-    request.addfinalizer(images._vector_styles.cache_clear)   # no stand-in lookups left for later builds
-    request.addfinalizer(images._vector_cutout.cache_clear)
+    request.addfinalizer(images._vector_cutout.cache_clear)   # no stand-in pictures left for later builds
     _vector_packages(tmp_path)
     monkeypatch.setattr(deps, "NPM_CACHE", tmp_path)
     # Twemoji by code point (the U+FE0F selector dropped), EmojiOne by hyphenated name or alias
@@ -113,18 +112,15 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request
 
     def out_of_memory(**kwargs):
         raise MemoryError("cairo returned CAIRO_STATUS_NO_MEMORY")
-    monkeypatch.setattr(cairosvg, "svg2png", out_of_memory)
-    assert images.render_vector("fxemoji", "hot dog", "\U0001F32D") is None
-    monkeypatch.undo()
-    monkeypatch.setattr(deps, "NPM_CACHE", tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(cairosvg, "svg2png", out_of_memory)
+        assert images.render_vector("fxemoji", "hot dog", "\U0001F32D") is None
     # a class drawn in the vector styles gets them as training styles; missing packages drop them
     monkeypatch.setattr(images, "_emoji_table", lambda: {"dog": type("E", (), {"char": "\U0001F415"})()})
-    images._vector_styles.cache_clear()
     images._vector_cutout.cache_clear()
     assert images.train_styles("dog", {}) == ["noto", "symbola", "twemoji", "emojione", "monotone"]
     monkeypatch.setattr(deps, "NPM_CACHE", tmp_path / "elsewhere")
-    images._vector_styles.cache_clear()        # the lookup is cached per class; the packages changed
-    images._vector_cutout.cache_clear()
+    images._vector_cutout.cache_clear()        # the pictures are cached per class; the packages changed
     assert images.train_styles("dog", {"dog": ["stamp.png"]}) == ["noto", "symbola", "tuxpaint"]
 
 

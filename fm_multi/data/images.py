@@ -130,7 +130,8 @@ def render_vector(style: str, name: str, char: str) -> Image.Image | None:
     box = im.getchannel("A").point(lambda a: 255 if a >= ALPHA_CUT else 0).getbbox()
     if box is None:
         return None
-    return _sticker(im.crop(box)) if style in INK_STYLES else im.crop(box)
+    im = im.crop(box)
+    return _sticker(im) if style in INK_STYLES else im
 
 
 def _sticker(im: Image.Image) -> Image.Image:
@@ -210,9 +211,8 @@ def style_sources(styles: list[str]) -> str:
     return "".join(f"\n- {STYLE_SOURCES[s]}" for s in styles)
 
 
-@functools.cache
 def _vector_styles(name: str) -> list[str]:
-    """The vector styles that draw class `name`; looked up once per class, not per drawn object."""
+    """The vector styles that draw class `name` (each drawn once per class: `_vector_cutout` caches)."""
     return [s for s in VECTOR_STYLES if _vector_cutout(s, name) is not None]
 
 
