@@ -56,8 +56,9 @@ def test_imagefolder_reads_classify(small_data):
 
 
 def _vector_packages(cache: Path) -> None:
-    """Stand-ins for four npm emoji packages: a red dog in Twemoji, a blue one in EmojiOne, a green hot dog
-    in Firefox OS Emoji and a black ring of a dog in EmojiOne Monotone."""
+    """Stand-ins for five npm emoji packages: a red dog in Twemoji, a blue one in EmojiOne, a green hot dog
+    in Firefox OS Emoji, a black ring of a dog in EmojiOne Monotone and a square one in Fluent high contrast,
+    filled with currentColor."""
     from fm_multi.data import deps
     tw = cache / f"twemoji-{deps.NPM_PACKAGES['twemoji'][1]}" / "package"
     tw.mkdir(parents=True)
@@ -77,6 +78,11 @@ def _vector_packages(cache: Path) -> None:
     (mono / "icons.json").write_text(json.dumps({
         "width": 64, "height": 64, "icons": {"dog": {
             "body": '<circle cx="32" cy="32" r="28" fill="none" stroke="#000" stroke-width="6"/>'}}}))
+    hc = cache / f"contrast-{deps.NPM_PACKAGES['contrast'][1]}" / "package"   # drawn in currentColor
+    hc.mkdir(parents=True)
+    (hc / "icons.json").write_text(json.dumps({
+        "width": 32, "height": 32, "icons": {"dog": {
+            "body": '<g fill="currentColor"><rect x="2" y="2" width="28" height="28"/></g>'}}}))
 
 
 def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request):
@@ -107,6 +113,8 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request
     middle = ring[ring.shape[0] // 2, ring.shape[1] // 2]
     assert middle[3] == 255 and middle[0] == 255, "the inside of the ring is paper, not a hole"
     assert ring[ring.shape[0] // 2, 2, 0] < 60, "the ring itself is ink"
+    square = np.asarray(images.render_vector("contrast", "dog", "\U0001F415"))
+    assert square[..., 3].min() == 255 and square[..., 0].max() < 60, "currentColor draws ink"
     # an SVG cairo cannot draw (it runs out of memory on a few filters) counts as a missing picture
     import cairosvg
 
@@ -118,7 +126,8 @@ def test_vector_styles_render_from_their_packages(tmp_path, monkeypatch, request
     # a class drawn in the vector styles gets them as training styles; missing packages drop them
     monkeypatch.setattr(images, "_emoji_table", lambda: {"dog": type("E", (), {"char": "\U0001F415"})()})
     images._vector_cutout.cache_clear()
-    assert images.train_styles("dog", {}) == ["noto", "symbola", "twemoji", "emojione", "monotone"]
+    assert images.train_styles("dog", {}) == ["noto", "symbola", "twemoji", "emojione", "monotone",
+                                                "contrast"]
     monkeypatch.setattr(deps, "NPM_CACHE", tmp_path / "elsewhere")
     images._vector_cutout.cache_clear()        # the pictures are cached per class; the packages changed
     assert images.train_styles("dog", {"dog": ["stamp.png"]}) == ["noto", "symbola", "tuxpaint"]

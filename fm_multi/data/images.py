@@ -1,13 +1,13 @@
 """Emoji and stamp cut-outs, backgrounds, and compositing, shared by classification and detection.
 
-Each class has up to twelve looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
-Tux Paint stamps (cut-outs of real photos), Twemoji, EmojiOne, Fluent Emoji (flat and 3D), Noto Emoji v1,
-Firefox OS Emoji, Streamline Emojis and EmojiOne Monotone (vector art, when `fm-multi data deps` has
-fetched their npm packages) and OpenMoji (held out of training, to measure how the model does on an art
-style it never saw). A cut-out is an RGBA image cropped to
-its alpha; pasting it onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so
-whose box, is known exactly. Everything random takes a numpy Generator so a build is reproducible,
-and all pixel work is whole-array numpy or PIL, never a Python loop over pixels.
+Each class has up to thirteen looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
+Tux Paint stamps (cut-outs of real photos), Twemoji, EmojiOne, Fluent Emoji (flat, 3D and high contrast),
+Noto Emoji v1, Firefox OS Emoji, Streamline Emojis and EmojiOne Monotone (vector art, when
+`fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of training, to measure how
+the model does on an art style it never saw). A cut-out is an RGBA image cropped to its alpha; pasting it
+onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so whose box, is
+known exactly. Everything random takes a numpy Generator so a build is reproducible, and all pixel work is
+whole-array numpy or PIL, never a Python loop over pixels.
 """
 
 import functools
@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 from fm_multi.data import deps, labels
 
 VECTOR_STYLES = ("twemoji", "emojione", "fluent", "notov1",  # SVG packages from npm (deps.NPM_PACKAGES), optional
-                 "fxemoji", "fluent3d", "streamline", "monotone")
-INK_STYLES = ("symbola", "monotone")  # black-only glyphs, drawn as ink on a paper cut-out (`_sticker`)
+                 "fxemoji", "fluent3d", "streamline", "monotone", "contrast")
+INK_STYLES = ("symbola", "monotone", "contrast")  # black-only glyphs, drawn as ink on a paper cut-out (`_sticker`)
 HELDOUT_STYLE = "openmoji"
 # Where each style comes from, under which licence and credit; the dataset cards quote these.
 STYLE_SOURCES = {
@@ -38,6 +38,7 @@ STYLE_SOURCES = {
     "fluent3d": "Fluent Emoji, 3D (MIT, Microsoft Corporation)",
     "streamline": 'Streamline Emojis (CC BY 4.0, credit "Streamline, webalys")',
     "monotone": 'EmojiOne Monotone (CC BY 4.0, credit "Emoji One")',
+    "contrast": "Fluent Emoji, high contrast (MIT, Microsoft Corporation)",
     "openmoji": 'OpenMoji (CC BY-SA 4.0: pictures using it are shared alike, credit "OpenMoji, the '
                 'open-source emoji and icon project")',
 }
@@ -137,7 +138,8 @@ def render_vector(style: str, name: str, char: str) -> Image.Image | None:
 def _sticker(im: Image.Image) -> Image.Image:
     """Turn an outline glyph into an ink drawing on an opaque paper cut-out.
 
-    Symbola and EmojiOne Monotone draw black lines on transparency, which vanish on dark photos.
+    Symbola, EmojiOne Monotone and Fluent high contrast draw black on transparency, which vanishes on
+    dark photos.
     Filling the enclosed area makes a silhouette; the red channel keeps the ink level (0 ink .. 255 paper)
     so that `_colour_sticker` can pick ink and paper colours per sample.
     """
