@@ -23,7 +23,8 @@ from fm_multi.data import deps, labels
 
 VECTOR_STYLES = ("twemoji", "emojione", "fluent", "notov1",  # SVG packages from npm (deps.NPM_PACKAGES), optional
                  "fxemoji", "fluent3d", "streamline", "monotone", "contrast")
-INK_STYLES = ("symbola", "monotone", "contrast")  # black-only glyphs, drawn as ink on a paper cut-out (`_sticker`)
+# black-only glyphs ("contrast" draws in currentColor, black), drawn as ink on a paper cut-out (`_sticker`)
+INK_STYLES = ("symbola", "monotone", "contrast")
 HELDOUT_STYLE = "openmoji"
 # Where each style comes from, under which licence and credit; the dataset cards quote these.
 STYLE_SOURCES = {
@@ -139,9 +140,8 @@ def _sticker(im: Image.Image) -> Image.Image:
     """Turn an outline glyph into an ink drawing on an opaque paper cut-out.
 
     Symbola, EmojiOne Monotone and Fluent high contrast draw black on transparency, which vanishes on
-    dark photos.
-    Filling the enclosed area makes a silhouette; the red channel keeps the ink level (0 ink .. 255 paper)
-    so that `_colour_sticker` can pick ink and paper colours per sample.
+    dark photos. Filling the enclosed area makes a silhouette; the red channel keeps the ink level
+    (0 ink .. 255 paper) so that `_colour_sticker` can pick ink and paper colours per sample.
     """
     from scipy import ndimage
     ink = np.asarray(im.getchannel("A"))
