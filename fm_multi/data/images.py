@@ -1,12 +1,12 @@
 """Emoji and stamp cut-outs, backgrounds, and compositing, shared by classification and detection.
 
-Each class has up to thirteen looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
-Tux Paint stamps (cut-outs of real photos), Twemoji, EmojiOne, Fluent Emoji (flat, 3D and high contrast),
-Noto Emoji v1, Firefox OS Emoji, Streamline Emojis and EmojiOne Monotone (vector art, when
-`fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of training, to measure how
-the model does on an art style it never saw). A cut-out is an RGBA image cropped to its alpha; pasting it
-onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so whose box, is
-known exactly. Everything random takes a numpy Generator so a build is reproducible, and all pixel work is
+Each class has up to fourteen looks ("styles"): Noto Color Emoji, Symbola (black outline glyphs),
+Tux Paint stamps (cut-outs of real photos), Twemoji, EmojiOne (2.3 and v1), Fluent Emoji (flat, 3D and
+high contrast), Noto Emoji v1, Firefox OS Emoji, Streamline Emojis and EmojiOne Monotone (vector art,
+when `fm-multi data deps` has fetched their npm packages) and OpenMoji (held out of training, to measure
+how the model does on an art style it never saw). A cut-out is an RGBA image cropped to its alpha; pasting
+it onto a photo crop, texture, gradient or noise field gives an image whose object mask, and so whose box,
+is known exactly. Everything random takes a numpy Generator so a build is reproducible, and all pixel work is
 whole-array numpy or PIL, never a Python loop over pixels.
 """
 
@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 from fm_multi.data import deps, labels
 
 VECTOR_STYLES = ("twemoji", "emojione", "fluent", "notov1",  # SVG packages from npm (deps.NPM_PACKAGES), optional
-                 "fxemoji", "fluent3d", "streamline", "monotone", "contrast")
+                 "fxemoji", "fluent3d", "streamline", "monotone", "contrast", "emojionev1")
 # black-only glyphs ("contrast" draws in currentColor, black), drawn as ink on a paper cut-out (`_sticker`)
 INK_STYLES = ("symbola", "monotone", "contrast")
 HELDOUT_STYLE = "openmoji"
@@ -40,6 +40,8 @@ STYLE_SOURCES = {
     "streamline": 'Streamline Emojis (CC BY 4.0, credit "Streamline, webalys")',
     "monotone": 'EmojiOne Monotone (CC BY 4.0, credit "Emoji One")',
     "contrast": "Fluent Emoji, high contrast (MIT, Microsoft Corporation)",
+    "emojionev1": 'EmojiOne v1, the 2014 design (CC BY-SA 4.0: pictures using it are shared alike, credit '
+                  '"Emoji One")',
     "openmoji": 'OpenMoji (CC BY-SA 4.0: pictures using it are shared alike, credit "OpenMoji, the '
                 'open-source emoji and icon project")',
 }
