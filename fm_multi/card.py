@@ -53,7 +53,10 @@ def data_info(data_dir) -> dict:
         if card.exists():
             text = card.read_text(encoding="utf-8")
             section = text.split("## Sources and licences", 1)[1] if "## Sources and licences" in text else ""
-            info["sources"][part] = " ".join(section.split("\n## ", 1)[0].split())
+            lines = [line.strip() for line in section.split("\n## ", 1)[0].splitlines()]
+            prose = " ".join(line for line in lines if line and not line.startswith("- "))
+            items = [line[2:] for line in lines if line.startswith("- ")]   # a list becomes "a; b; c"
+            info["sources"][part] = "; ".join(([prose] if prose else []) + items)
     return info
 
 

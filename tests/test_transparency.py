@@ -273,6 +273,21 @@ def test_compacting_a_stage_again_keeps_its_curve():
     assert all("lr" not in r for r in once["rows"])
 
 
+def test_card_lists_each_source_of_a_data_part(tmp_path):
+    from fm_multi.card import data_info
+
+    (tmp_path / "classify").mkdir()
+    (tmp_path / "classify" / "DATASET_CARD.md").write_text(
+        "# classify\n\n## Sources and licences\n\n- Noto (OFL-1.1)\n- Twemoji (CC BY 4.0, credit \"Twitter\")\n"
+        "\n## Format\n\n- not a source\n")
+    (tmp_path / "speech").mkdir()
+    (tmp_path / "speech" / "DATASET_CARD.md").write_text(
+        "## Sources and licences\n\nflite (BSD-style),\nespeak-ng (GPL-3+).\n")
+    sources = data_info(tmp_path)["sources"]
+    assert sources == {"classify": 'Noto (OFL-1.1); Twemoji (CC BY 4.0, credit "Twitter")',
+                       "speech": "flite (BSD-style), espeak-ng (GPL-3+)."}
+
+
 def test_card_refuses_a_run_folder_without_metrics(checkpoint, small_data, tmp_path):
     from fm_multi.card import build_card
 
