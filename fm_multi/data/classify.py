@@ -1,9 +1,9 @@
 """Image classification set: one object per 128x128 picture, in an ImageFolder tree.
 
-Train pictures use up to thirteen styles (Noto, Symbola, Tux Paint stamps where a class has one, and the
-vector styles images.VECTOR_STYLES where their npm packages are installed and have the class); val adds
-OpenMoji, a style the model never sees in training, for half of its pictures, so the val accuracy can be
-split into "seen style" and "unseen style" with the `style` key of meta_val.jsonl.
+Train pictures use every training style that draws the class (Noto, Symbola, Tux Paint stamps where a
+class has one, and the vector styles images.VECTOR_STYLES where their npm packages are installed and have
+the class); val adds OpenMoji, a style the model never sees in training, for half of its pictures, so the
+val accuracy can be split into "seen style" and "unseen style" with the `style` key of meta_val.jsonl.
 """
 
 from dataclasses import dataclass

