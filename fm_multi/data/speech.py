@@ -1,7 +1,8 @@
 """Speech-to-text set: sentences read by offline TTS voices, 16 kHz mono PCM16 WAV + JSONL manifest.
 
 Voices: flite (kal, kal16, awb, slt, rms: built from recordings of real speakers), festival
-(kal_diphone, ked_diphone) and a minority of espeak-ng variants, which sound robotic. Two whole
+(kal_diphone, ked_diphone, and the HTS voice cmu_us_slt_arctic_hts, a third kind of synthesiser) and a
+minority of espeak-ng variants, which sound robotic. Two whole
 voices (flite_rms and one espeak variant) never read a train sentence: val holds both clips of
 those held-out voices and held-out sentences read by the trained voices, told apart by
 `heldout_voice`. Then some training sentences are read a second time by twelve more espeak-ng voices
@@ -33,9 +34,10 @@ COUNTS = {"full": {"train": 24000, "val_seen": 300, "val_heldout": 300, "number_
 
 # speaker id -> (engine, voice, share of its split). Held-out voices only read val sentences.
 TRAIN_VOICES = {
-    "flite_kal": ("flite", "kal", 0.12), "flite_kal16": ("flite", "kal16", 0.14),
-    "flite_awb": ("flite", "awb", 0.16), "flite_slt": ("flite", "slt", 0.16),
+    "flite_kal": ("flite", "kal", 0.12), "flite_kal16": ("flite", "kal16", 0.10),
+    "flite_awb": ("flite", "awb", 0.16), "flite_slt": ("flite", "slt", 0.10),
     "festival_kal": ("festival", "kal_diphone", 0.14), "festival_ked": ("festival", "ked_diphone", 0.14),
+    "festival_slt_hts": ("festival", "cmu_us_slt_arctic_hts", 0.10),
     "espeak_en-us": ("espeak", "en-us", 0.05), "espeak_en-gb+f3": ("espeak", "en-gb+f3", 0.05),
     "espeak_en-gb-x-rp+m3": ("espeak", "en-gb-x-rp+m3", 0.04),
 }
@@ -304,6 +306,7 @@ and a random level in numpy; val clips are clean. {counts['dropped_too_long']} c
 were dropped.""",
         "Sources and licences": """
 flite (BSD-style; its voices are from CMU ARCTIC recordings), festival and the kal/ked diphone voices
-(X11-like), espeak-ng (GPL-3+); sentences from WordNet 3.0 (WordNet licence) and Debian package
+(X11-like), festival's HTS voice cmu_us_slt_arctic_hts (CMU/Edinburgh Speech Tools licence and BSD-3-clause,
+both permissive; from the same CMU ARCTIC speaker as flite_slt), espeak-ng (GPL-3+); sentences from WordNet 3.0 (WordNet licence) and Debian package
 descriptions. espeak-ng is a minority of the clips: it is far less natural than the others.""",
     })
