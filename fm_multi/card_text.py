@@ -37,6 +37,8 @@ TARGETS = [
     ("transcribe", "heldout_voices", "cer", False, 0.25, "speech CER, held-out voices"),
     ("summarize", "all", "rouge_l", True, 0.35, "summarization ROUGE-L (and above the lead sentence)"),
     ("chat", "all", "exact_match", True, 0.80, "chat exact match, checkable skills"),
+    ("chat", "all", "looping", False, 0.0, "chat answers that loop, greedy"),
+    ("chat", "all", "looping_sampled", False, 0.0, "chat answers that loop, sampled as the app samples"),
 ]
 
 

@@ -7,6 +7,7 @@
 | chat       | perplexity of assistant turns; exact match of   | skill; arithmetic by the number   |
 |            | the greedy final answer on checkable skills,    | of digits in the right answer     |
 |            | follow-ups alone; repeated 3-grams, loop rate   |                                   |
+|            | (greedy, and sampled as the app samples)        |                                   |
 | summarize  | perplexity of summaries; ROUGE-L F1 beside the  | text source                       |
 |            | lead-sentence and lead-N-words baselines        |                                   |
 | classify   | top-1 / top-5 accuracy                          | art style; trained vs unseen;     |
@@ -147,13 +148,18 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
     """Perplexity on every val conversation. Each final turn is answered greedily (as the app's
     temperature 0): exact match on the checkable skills, also for follow-ups alone (questions that
     need the earlier turns, "And if you add 3 to that?"); on every answer, the share of repeated
-    word 3-grams and the share of answers that loop (over LOOP_SHARE). All per skill, and arithmetic
-    by the length of its right answer (each answer digit needs the carries of the digits after it)."""
-    hit, follow_up, repeat, by_length = {}, set(), {}, defaultdict(list)
+    word 3-grams and the share of answers that loop (over LOOP_SHARE); `looping_sampled` counts loops
+    again on a second answer, sampled as the app's chat tab samples by default (engine.SamplingParams'
+    defaults: temperature 0.7, top-k 50, top-p 0.95, repetition penalty 1.1), seeded by conversation. All
+    per skill, and arithmetic by the length of its right answer (each answer digit needs the carries of
+    the digits after it)."""
+    hit, follow_up, repeat, repeat_sampled, by_length = {}, set(), {}, {}, defaultdict(list)
     for i in indices:
         *context, reference = data[i]["messages"]
         answer = pipe.chat(context, temperature=0.0, repetition_penalty=1.0, max_new_tokens=48)
         repeat[i] = metrics.repeated_ngram_share(answer)
+        sampled = pipe.chat(context, seed=i, max_new_tokens=48)
+        repeat_sampled[i] = metrics.repeated_ngram_share(sampled)
         if data[i].get("checkable"):
             hit[i] = metrics.normalize_answer(answer) == metrics.normalize_answer(reference["content"])
             if sum(m["role"] == "user" for m in context) > 1:
@@ -170,7 +176,8 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
                 "n_checkable": len(h), "exact_match": sum(h) / len(h) if h else None,
                 "n_follow_up": len(f), "follow_up_exact_match": sum(f) / len(f) if f else None,
                 "repeated_3gram_share": sum(r) / len(r) if r else None,
-                "looping": sum(x > LOOP_SHARE for x in r) / len(r) if r else None}
+                "looping": sum(x > LOOP_SHARE for x in r) / len(r) if r else None,
+                "looping_sampled": sum(repeat_sampled[i] > LOOP_SHARE for i in idx) / len(idx) if idx else None}
 
     return {"all": summary(indices),
             "by_skill": {s: summary(idx) for s, idx in _group(data, indices, "skill").items()},

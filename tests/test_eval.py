@@ -156,17 +156,23 @@ def test_chat_eval_scores_follow_ups_and_loops_per_skill():
         model = make_model(tok)
 
         def chat(self, context, **kw):
-            return next(r["given"] for r in val if r["messages"][:len(context)] == context
-                        and len(r["messages"]) == len(context) + 1)
+            given = next(r["given"] for r in val if r["messages"][:len(context)] == context
+                         and len(r["messages"]) == len(context) + 1)
+            if "temperature" in kw:                    # the greedy answer that exact match scores
+                assert kw["temperature"] == 0 and kw["repetition_penalty"] == 1.0
+                return given
+            assert kw["seed"] is not None              # sampled with the app's defaults: loops once
+            return "5 and 5 and 5 and 5 and 5" if given == "5." else given
 
     collate = streams.collate_fn("chat", TextCodec(tok), Pipe.model.config)
     res = evaluate.eval_chat(Pipe(), val, list(range(len(val))), collate, 2)
     arith = res["by_skill"]["arithmetic"]
     assert arith["exact_match"] == pytest.approx(2 / 3) and arith["n_checkable"] == 3
     assert arith["follow_up_exact_match"] == pytest.approx(1 / 2) and arith["n_follow_up"] == 2
-    assert arith["looping"] == 0.0
+    assert arith["looping"] == 0.0 and arith["looping_sampled"] == pytest.approx(1 / 3)
     assert res["by_skill"]["definition"]["looping"] == 1.0 and res["by_skill"]["definition"]["exact_match"] is None
     assert res["all"]["looping"] == pytest.approx(1 / 4) and res["all"]["n_follow_up"] == 2
+    assert res["all"]["looping_sampled"] == pytest.approx(2 / 4)
     by_digits = res["by_arithmetic_answer_digits"]                   # right answers 5, 8 and 16
     assert list(by_digits) == ["1", "2"]
     assert by_digits["1"]["exact_match"] == 1.0 and by_digits["1"]["n_checkable"] == 2

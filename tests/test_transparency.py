@@ -198,6 +198,9 @@ def test_card_numbers_are_eval_numbers(checkpoint, small_data, tmp_path, capsys)
     # every target against its measurement; a random model misses them, by the measured margin
     cer = evaluated["transcribe"]["trained_voices"]["cer"]
     assert f"| speech CER, trained voices | <= 0.1 | {cer:.3f} | missed by {cer - 0.1:.3f} |" in card
+    loops = evaluated["chat"]["all"]["looping_sampled"]      # no loops is the goal: 0 meets it
+    verdict = "met" if loops == 0 else f"missed by {loops:.3f}"
+    assert f"| chat answers that loop, sampled as the app samples | <= 0 | {loops:.3f} | {verdict} |" in card
     assert "Trained for 3 steps; a random model." in card
     # the app's example inputs, answered as the app answers them (calibrated, greedy)
     pipe = Pipeline.from_pretrained(checkpoint)

@@ -12,6 +12,7 @@ import gradio as gr
 import torch
 
 from fm_multi import examples, explain
+from fm_multi.engine import SamplingParams
 from fm_multi.ui.common import TOKENS_LABEL, explain_box, log, token_cap, user_errors
 
 
@@ -66,13 +67,14 @@ def make_explain(pipeline):
 
 def build(pipeline) -> gr.ChatInterface:
     limit = token_cap(pipeline, share=0.5)
+    default = SamplingParams()   # the engine's defaults (`fm-multi eval` counts loops under them too)
     inputs = [
         gr.Textbox("You are a helpful assistant.", label="System prompt", render=False),
-        gr.Slider(0.0, 2.0, 0.7, step=0.05, label="Temperature", info="0 = always the likeliest token",
-                  render=False),
-        gr.Slider(0, 200, 50, step=1, label="Top-k", info="0 = off", render=False),
-        gr.Slider(0.05, 1.0, 0.95, step=0.05, label="Top-p", info="1 = off", render=False),
-        gr.Slider(1, limit, min(128, limit), step=1, label="Max new tokens", render=False),
+        gr.Slider(0.0, 2.0, default.temperature, step=0.05, label="Temperature",
+                  info="0 = always the likeliest token", render=False),
+        gr.Slider(0, 200, default.top_k, step=1, label="Top-k", info="0 = off", render=False),
+        gr.Slider(0.05, 1.0, default.top_p, step=0.05, label="Top-p", info="1 = off", render=False),
+        gr.Slider(1, limit, min(default.max_new_tokens, limit), step=1, label="Max new tokens", render=False),
     ]  # render=False: ChatInterface places them in its own accordion
     chat = gr.ChatInterface(make_respond(pipeline), additional_inputs=inputs,
                             additional_inputs_accordion=gr.Accordion("Sampling", open=False, render=False),
