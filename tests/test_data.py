@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fm_multi.data import build, chat, images, loaders, speech
+from fm_multi.data import build, chat, classify, images, loaders, speech
 from fm_multi.data.speech import normalize_transcript
 from fm_multi.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 
@@ -33,6 +33,18 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 # ---- images -------------------------------------------------------------------------------------
+
+def test_val_quota_rotates_so_every_training_style_is_measured():
+    styles = [f"style{i}" for i in range(13)]
+    assert classify._quota(210, styles) == {s: 16 + (i < 2) for i, s in enumerate(styles)}  # train: as before
+    totals = dict.fromkeys(styles, 0)
+    for c in range(13):                       # 13 classes drawn in 13 styles, 10 val pictures each
+        quota = classify._quota(10, styles, first_extra=c)
+        assert sum(quota.values()) == 10 and set(quota.values()) == {0, 1}
+        for s, n in quota.items():
+            totals[s] += n
+    assert set(totals.values()) == {10}
+
 
 def test_imagefolder_reads_classify(small_data):
     from torchvision.datasets import ImageFolder

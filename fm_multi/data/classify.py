@@ -32,10 +32,11 @@ class Example:
         return f"{self.split}/{self.name}/{self.style}_{self.index:06d}.jpg"
 
 
-def _quota(total: int, styles: list[str]) -> dict[str, int]:
-    """Share `total` pictures between styles as evenly as possible (earlier styles get the rest)."""
+def _quota(total: int, styles: list[str], first_extra: int = 0) -> dict[str, int]:
+    """Share `total` pictures between styles as evenly as possible; the rest go one each to the styles
+    from position `first_extra` on (wrapping around)."""
     base, extra = divmod(total, len(styles))
-    return {s: base + (i < extra) for i, s in enumerate(styles)}
+    return {s: base + ((i - first_extra) % len(styles) < extra) for i, s in enumerate(styles)}
 
 
 def plan(classes: list[str], stamps: dict[str, list[str]], small: bool) -> list[Example]:
@@ -43,13 +44,13 @@ def plan(classes: list[str], stamps: dict[str, list[str]], small: bool) -> list[
     counts, examples = PER_CLASS["small" if small else "full"], []
     for split in ("train", "val"):
         index = 0
-        for name in classes:
+        for c, name in enumerate(classes):
             seen = images.train_styles(name, stamps)
             if split == "train":
                 quota = _quota(counts["train"], seen)
-            else:
+            else:  # 10 pictures for up to 13 styles: the rest rotate with the class, so every style gets some
                 held = counts["val"] // 2
-                quota = {images.HELDOUT_STYLE: held, **_quota(counts["val"] - held, seen)}
+                quota = {images.HELDOUT_STYLE: held, **_quota(counts["val"] - held, seen, first_extra=c)}
             for style, n in quota.items():
                 for k in range(n):
                     examples.append(Example(split, index, name, style, k))
