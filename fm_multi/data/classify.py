@@ -48,7 +48,7 @@ def plan(classes: list[str], stamps: dict[str, list[str]], small: bool) -> list[
             seen = images.train_styles(name, stamps)
             if split == "train":
                 quota = _quota(counts["train"], seen)
-            else:  # 10 pictures for up to 13 styles: the rest rotate with the class, so every style gets some
+            else:  # fewer val pictures than styles: the extras rotate with the class, so every style gets some
                 held = counts["val"] // 2
                 quota = {images.HELDOUT_STYLE: held, **_quota(counts["val"] - held, seen, first_extra=c)}
             for style, n in quota.items():

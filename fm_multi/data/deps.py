@@ -151,7 +151,7 @@ def _checks() -> dict[str, dict[str, bool]]:
         "classify": images,
         "detect": images,
         "speech": {"flite": exe("flite"), "festival": exe("festival"), "espeak-ng": exe("espeak-ng"),
-                   "festvox voices (kallpc16k, kdlpc16k, us-slt-hts)": all(
+                   f"festival voices ({', '.join(_festival_voices())})": all(
                        glob.glob(f"{FESTIVAL_VOICES}/*/{v}") for v in _festival_voices()),
                    "sox": exe("sox"), "wordnet-base": os.path.isdir(WORDNET_DIR)},
         # man pages are optional: without man-db the text parts use package descriptions only.

@@ -3,12 +3,11 @@
 Voices: flite (kal, kal16, awb, slt, rms: built from recordings of real speakers), festival
 (kal_diphone, ked_diphone, and the HTS voice cmu_us_slt_arctic_hts, a third kind of synthesiser) and a
 minority of espeak-ng variants, which sound robotic. Two whole voices (flite_rms and one espeak
-variant) never read a train sentence: val holds both clips of
-those held-out voices and held-out sentences read by the trained voices, told apart by
-`heldout_voice`. Then some training sentences are read a second time by twelve more espeak-ng voices
-(REREAD_VOICES): more voices for the same sentences. Train clips are augmented (speed, pitch,
-reverberation through sox; noise and level in numpy) with parameters drawn from the build seed; val
-clips are clean.
+variant) never read a train sentence: val holds both clips of those held-out voices and held-out
+sentences read by the trained voices, told apart by `heldout_voice`. Then some training sentences
+are read a second time by twelve more espeak-ng voices (REREAD_VOICES): more voices for the same
+sentences. Train clips are augmented (speed, pitch, reverberation through sox; noise and level in
+numpy) with parameters drawn from the build seed; val clips are clean.
 """
 
 import random
@@ -308,5 +307,6 @@ were dropped.""",
 flite (BSD-style; its voices are from CMU ARCTIC recordings), festival and the kal/ked diphone voices
 (X11-like), festival's HTS voice cmu_us_slt_arctic_hts (CMU/Edinburgh Speech Tools licence and BSD-3-clause,
 both permissive; from the same CMU ARCTIC speaker as flite_slt), espeak-ng (GPL-3+); sentences from
-WordNet 3.0 (WordNet licence) and Debian package descriptions. espeak-ng is a minority of the clips: it is far less natural than the others.""",
+WordNet 3.0 (WordNet licence) and Debian package descriptions. espeak-ng is a minority of the clips: it is
+far less natural than the others.""",
     })
