@@ -168,16 +168,18 @@ def eval_chat(pipe, data, indices, collate, batch_size: int) -> dict:
             if data[i].get("skill") == "arithmetic" and right.isdigit():
                 by_length[len(right)].append(i)
 
+    def mean(values: list) -> float | None:
+        return sum(values) / len(values) if values else None
+
     def summary(idx) -> dict:
         h = [hit[i] for i in idx if i in hit]
         f = [hit[i] for i in idx if i in follow_up]
-        r = [repeat[i] for i in idx]
         return {"n": len(idx), "perplexity": perplexity(pipe.model, data, idx, collate, batch_size),
-                "n_checkable": len(h), "exact_match": sum(h) / len(h) if h else None,
-                "n_follow_up": len(f), "follow_up_exact_match": sum(f) / len(f) if f else None,
-                "repeated_3gram_share": sum(r) / len(r) if r else None,
-                "looping": sum(x > LOOP_SHARE for x in r) / len(r) if r else None,
-                "looping_sampled": sum(repeat_sampled[i] > LOOP_SHARE for i in idx) / len(idx) if idx else None}
+                "n_checkable": len(h), "exact_match": mean(h),
+                "n_follow_up": len(f), "follow_up_exact_match": mean(f),
+                "repeated_3gram_share": mean([repeat[i] for i in idx]),
+                "looping": mean([repeat[i] > LOOP_SHARE for i in idx]),
+                "looping_sampled": mean([repeat_sampled[i] > LOOP_SHARE for i in idx])}
 
     return {"all": summary(indices),
             "by_skill": {s: summary(idx) for s, idx in _group(data, indices, "skill").items()},
